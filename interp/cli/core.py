@@ -1,0 +1,199 @@
+"""Core commands: models, metrics, scan, show, ablate, app."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from interp.cli import _print_top, _table, console, friendly_errors, parse_options
+from interp.errors import InterpError
+
+
+def register(app: typer.Typer) -> None:
+    for fn in (models, metrics, scan, show, ablate):
+        app.command()(friendly_errors(fn))
+    app.command(name="app")(friendly_errors(run_app))
+
+
+def models() -> None:
+    """List the named models: size, source and whether they are installed."""
+    from interp.models import list_models
+
+    rows = [
+        [
+            m["name"],
+            m["aliases"],
+            m["description"],
+            m["size"],
+            m["source"],
+            "yes" if m["installed"] else f"no: {m['install']}",
+        ]
+        for m in list_models()
+    ]
+    console.print(
+        _table(
+            "Models (or pass a local model directory / .gguf file)",
+            ["name", "aliases", "description", "size", "source", "installed"],
+            rows,
+        )
+    )
+
+
+def metrics() -> None:
+    """List the registered head metrics and their options."""
+    from interp.scores import list_metrics
+
+    rows = [[m.name, m.modality, m.description, ", ".join(m.config_cls.field_names())] for m in list_metrics()]
+    console.print(
+        _table("Metrics (set options with --set key=value)", ["metric", "input", "description", "options"], rows)
+    )
+
+
+def scan(
+    metric: str = typer.Argument(..., help="Metric name (see `interp metrics`)."),
+    model: str = typer.Option("default", "--model", "-m", help="Model name, local directory or .gguf file."),
+    prompts: str = typer.Option(
+        "short", "--prompts", "-p", help="Prompts file (.txt, one per line; or .jsonl) or a built-in set."
+    ),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write the HeadScores JSON here."),
+    top: int = typer.Option(10, help="How many top heads to print."),
+    limit: int | None = typer.Option(None, help="Use only the first N prompts."),
+    options: list[str] = typer.Option([], "--set", "-s", help="Metric option key=value (repeatable)."),
+    device: str | None = typer.Option(None, help="cpu, cuda, cuda:N (default: cuda if available)."),
+    dtype: str | None = typer.Option(None, help="float32 (default), bfloat16 or float16."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Score every head of a model with METRIC and print the top heads."""
+    from interp.models import load_model
+    from interp.prompts import load_prompts
+    from interp.scores import check_applicable, get_metric
+
+    info = get_metric(metric)
+    config = info.make_config(parse_options(options))  # bad options fail before the model loads
+    if out is not None and out.suffix.lower() != ".json":
+        raise InterpError(f"--out must be a .json path, got {out}.")
+    prompt_list = load_prompts(prompts, limit)
+    loaded = load_model(model, device, dtype)
+    check_applicable(info, loaded)
+    result = info.fn(loaded, prompt_list, config, progress)
+    _print_top(result, top)
+    if out is not None:
+        result.save(out)
+        console.print(f"Wrote {out}")
+
+
+def show(
+    path: Path = typer.Argument(..., help="A HeadScores JSON file."),
+    top: int = typer.Option(10, help="How many top heads to print."),
+    html: Path | None = typer.Option(None, help="Also write the heatmap as a standalone HTML file."),
+    csv: Path | None = typer.Option(None, help="Also write the long-form table as CSV."),
+) -> None:
+    """Print the top heads of a saved result (and export its heatmap / table)."""
+    from interp.results import HeadScores
+
+    result = HeadScores.load(path)
+    _print_top(result, top)
+    if html is not None:
+        result.heatmap().write_html(html, include_plotlyjs="cdn")
+        console.print(f"Wrote {html}")
+    if csv is not None:
+        result.to_frame().to_csv(csv, index=False)
+        console.print(f"Wrote {csv}")
+
+
+def ablate(
+    heads: str = typer.Option(..., "--heads", help="Comma-separated head labels, e.g. L3H1,L5H0."),
+    prompt: str = typer.Option(..., "--prompt", help="The prompt to generate from."),
+    model: str = typer.Option("default", "--model", "-m"),
+    kind: str = typer.Option("zero", help="zero | mean | resample | uniform | scale."),
+    alpha: float | None = typer.Option(None, help="Factor for --kind scale (0 ablates, > 1 reinforces)."),
+    eps: float = typer.Option(1e-8, help="Query factor for --kind uniform."),
+    reference: str = typer.Option("reference", help="Prompts (file or set) that --kind mean averages over."),
+    source: str | None = typer.Option(None, help="Source prompt for --kind resample."),
+    max_new_tokens: int = typer.Option(48, help="Tokens to generate."),
+    template: str = typer.Option("auto", help="auto | chat | raw | query."),
+    top_tokens: int = typer.Option(5, help="Show this many most likely next tokens, before and after."),
+    device: str | None = typer.Option(None),
+    dtype: str | None = typer.Option(None),
+) -> None:
+    """Generate with and without an intervention on HEADS and print both side by side."""
+    import torch
+
+    from interp.hooks import forward_last, generate, make_intervention
+    from interp.models import load_model
+    from interp.prompts import check_prompts, load_prompts
+
+    check_prompts([prompt])
+    loaded = load_model(model, device, dtype)
+    ref = load_prompts(reference) if kind == "mean" else None
+    iv = make_intervention(loaded, heads, kind, alpha=alpha, eps=eps, reference=ref, source=source, template=template)
+    base, changed = (
+        generate(loaded, [prompt], rows, max_new_tokens=max_new_tokens, template=template)[0] for rows in (None, iv)
+    )
+    table = Table(title=f"{loaded.name}: {iv.describe()}", show_lines=True)
+    table.add_column("base")
+    table.add_column("intervened")
+    table.add_row(base, changed)
+    console.print(table)
+    batch = loaded.tokenize([prompt], template)
+    p_base, p_new = (torch.softmax(forward_last(loaded, batch, rows).logits[0], -1) for rows in (None, iv))
+    kl = float((p_base * (p_base.clamp_min(1e-30).log() - p_new.clamp_min(1e-30).log())).sum())
+    rows = []
+    for p in (p_base, p_new):
+        vals, idx = p.topk(top_tokens)
+        rows.append([f"{loaded.tokenizer.decode([int(i)])!r} {float(v):.3f}" for v, i in zip(vals, idx, strict=True)])
+    console.print(
+        _table(
+            f"Next-token distribution (KL base||intervened = {kl:.4g} nats)",
+            ["rank", "base", "intervened"],
+            [[i + 1, a, b] for i, (a, b) in enumerate(zip(*rows, strict=True))],
+        )
+    )
+
+
+def app_script() -> Path:
+    """The Streamlit page: apps/ in a source checkout, or the copy packaged inside the wheel."""
+    package = Path(__file__).resolve().parent.parent
+    for candidate in (package.parent / "apps" / "head_explorer.py", package / "_apps" / "head_explorer.py"):
+        if candidate.is_file():
+            return candidate
+    raise InterpError("Cannot find apps/head_explorer.py next to the package.")
+
+
+def run_app(
+    model: str = typer.Option("default", "--model", "-m", help="Model to load on start."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind (localhost by default; 0.0.0.0 exposes it)."),
+    port: int = typer.Option(8501, help="Port."),
+    headless: bool = typer.Option(True, "--headless/--browser", help="Do not try to open a browser."),
+) -> None:
+    """Start the Streamlit head explorer."""
+    import importlib.util
+
+    if importlib.util.find_spec("streamlit") is None:
+        raise InterpError('The app needs streamlit. Install it with:\n    pip install "interp[app]"')
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(app_script()),
+        "--server.address",
+        host,
+        "--server.port",
+        str(port),
+        "--server.headless",
+        str(headless).lower(),
+        "--browser.gatherUsageStats",
+        "false",
+        "--",
+        "--model",
+        model,
+    ]
+    console.print(f"Head explorer on http://{host}:{port} (model: {model}); Ctrl+C stops it.")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    raise typer.Exit(subprocess.call(cmd, env=env))

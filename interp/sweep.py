@@ -1,0 +1,225 @@
+"""The sweep engine: score every head (or group of heads) under an intervention, batched.
+
+A sweep runs the prompts once without intervention (the base readout), then runs rows = groups x prompts
+with each row carrying its own intervention (see interp.hooks), so many heads share one forward pass.
+A score function compares the base readout with the intervened one:
+
+    per-prompt:    score_fn(base: [rows, ...], intervened: [rows, ...]) -> [rows], averaged over prompts;
+    dataset-level: score_fn(base: [n_prompts, ...], intervened: [n_prompts, ...]) -> scalar.
+
+Readouts: "logits" gives last-position log-probabilities [n_prompts, d_vocab]; "hidden" gives the
+normalized final residual at the last position [n_prompts, d_model].
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from interp.errors import InterpError
+from interp.heads import Head, HeadLike
+from interp.hooks import FINAL_HIDDEN, HeadIntervention, Rows, head_means, head_outputs, resid_name, run_last
+from interp.models import LoadedModel, TokenBatch
+from interp.progress import Progress, progress_iter
+
+Readout = Literal["logits", "hidden"]
+ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class SweepResult:
+    """Scores per group of heads (a group is one head in a plain per-head sweep)."""
+
+    groups: list[tuple[Head, ...]]
+    scores: np.ndarray  # [n_groups]
+    per_prompt: np.ndarray | None  # [n_groups, n_prompts], None for dataset-level score functions
+    base: torch.Tensor  # the base readout, [n_prompts, ...]
+    seconds: float
+    forward_rows: int  # intervened rows run (a cost measure for benchmarks)
+
+    def grid(self, n_layers: int, n_heads: int) -> np.ndarray:
+        """[n_layers, n_heads] scores of single-head groups; NaN for heads not swept."""
+        out = np.full((n_layers, n_heads), np.nan)
+        for group, score in zip(self.groups, self.scores, strict=True):
+            if len(group) == 1:
+                out[group[0].layer, group[0].head] = score
+        return out
+
+    def per_prompt_grid(self, n_layers: int, n_heads: int) -> np.ndarray | None:
+        """[n_prompts, n_layers, n_heads] per-prompt scores of single-head groups, or None."""
+        if self.per_prompt is None:
+            return None
+        out = np.full((self.per_prompt.shape[1], n_layers, n_heads), np.nan)
+        for group, values in zip(self.groups, self.per_prompt, strict=True):
+            if len(group) == 1:
+                out[:, group[0].layer, group[0].head] = values
+        return out
+
+
+def readout_of(
+    model: LoadedModel,
+    batch: TokenBatch,
+    rows: Rows,
+    readout: Readout,
+    start_layer: int = 0,
+    resid: torch.Tensor | None = None,
+    capture_resid: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The readout [batch, ...] of one pass, and (capture_resid) every layer's input residual
+    [n_layers, batch, pos, d_model] for later passes to start from."""
+    names = [FINAL_HIDDEN] if readout == "hidden" else []
+    resid_names = [resid_name(layer) for layer in range(model.n_layers)] if capture_resid else []
+    logits, store = run_last(model, batch, rows, capture=names + resid_names, start_layer=start_layer, resid=resid)
+    out = store[FINAL_HIDDEN][:, -1].float() if readout == "hidden" else torch.log_softmax(logits, dim=-1)
+    resids = torch.stack([store[n] for n in resid_names]) if capture_resid else None
+    return out, resids
+
+
+def resample_sources(n_prompts: int, seed: int) -> list[int]:
+    """A seeded derangement: prompt i takes its resampled head outputs from prompt sources[i] != i."""
+    if n_prompts < 2:
+        raise InterpError("Resample ablation needs at least 2 prompts (each takes outputs from another).")
+    rng = np.random.default_rng(seed)
+    while True:
+        perm = rng.permutation(n_prompts)
+        if not np.any(perm == np.arange(n_prompts)):
+            return perm.tolist()
+
+
+def row_interventions(
+    model: LoadedModel,
+    batch: TokenBatch,
+    kind: str,
+    alpha: float | None,
+    eps: float,
+    reference: TokenBatch | None,
+    resample_seed: int,
+) -> Callable[[tuple[Head, ...], int], HeadIntervention]:
+    """A factory (group, prompt index) -> intervention, with mean/resample values computed once."""
+    if kind == "scale" and alpha is None:
+        raise InterpError('"scale" needs alpha (0 ablates, > 1 reinforces).')
+    a = 1.0 if alpha is None else float(alpha)
+    if kind == "mean":
+        means = head_means(model, reference if reference is not None else batch)
+        return lambda group, p: HeadIntervention(group, "mean", a, eps, means)
+    if kind == "resample":
+        sources = resample_sources(len(batch), resample_seed)
+        z = head_outputs(model, batch)  # [n_layers, n_prompts, pos, n_heads, d_head]
+        lengths = batch.lengths.tolist()
+        seq = z.shape[2]
+        # Each prompt's real (unpadded) positions; compile_rows right-aligns them to the batch again.
+        real = [z[:, j, seq - lengths[j] :] for j in range(len(batch))]
+        return lambda group, p: HeadIntervention(group, "resample", a, eps, real[sources[p]])
+    return lambda group, p: HeadIntervention(group, kind, a, eps)  # type: ignore[arg-type]
+
+
+def _prompt_chunk(model: LoadedModel, batch: TokenBatch, budget_bytes: float = 512e6) -> int:
+    """Prompts per chunk so the cached residuals ([n_layers, chunk, pos, d_model] floats) fit the budget."""
+    per_prompt = model.n_layers * batch.input_ids.shape[1] * model.d_model * 4
+    return max(1, int(budget_bytes // per_prompt))
+
+
+def sweep(
+    model: LoadedModel,
+    prompts: Sequence[str] | TokenBatch,
+    score_fn: ScoreFn,
+    *,
+    readout: Readout = "logits",
+    dataset_level: bool = False,
+    heads: Sequence[HeadLike] | None = None,
+    groups: Sequence[Sequence[HeadLike]] | None = None,
+    kind: str = "zero",
+    alpha: float | None = None,
+    eps: float = 1e-8,
+    reference: Sequence[str] | None = None,
+    template: str = "auto",
+    batch_size: int = 32,
+    resample_seed: int = 0,
+    reuse_prefix: bool = True,
+    prompt_chunk: int | None = None,
+    progress: Progress = True,
+) -> SweepResult:
+    """Score each head (or each group of heads) by `score_fn` under a `kind` intervention, batched.
+
+    score_fn: per-prompt, (base [rows, ...], intervened [rows, ...]) -> [rows], averaged over prompts;
+        with dataset_level=True, (base [n_prompts, ...], intervened [n_prompts, ...]) -> scalar.
+    heads: restrict a per-head sweep to these heads (default: every head).
+    groups: score these groups instead (each group's heads are intervened on together).
+    reference: prompts for "mean" ablation (default: the swept prompts themselves).
+    batch_size: rows (group x prompt pairs) per forward pass.
+    reuse_prefix: run the blocks below a row's lowest intervened layer once per prompt and start the
+        intervened passes from the cached residual there (exact; about half the work of a full pass).
+    prompt_chunk: prompts whose residuals are cached at a time (default: as many as fit in ~512 MB).
+    """
+    if batch_size < 1:
+        raise InterpError(f"batch_size must be >= 1, got {batch_size}.")
+    start = time.perf_counter()
+    batch = prompts if isinstance(prompts, TokenBatch) else model.tokenize(prompts, template)
+    ref = model.tokenize(reference, template) if reference else None
+    if groups is not None:
+        group_list = [model.parse_heads(g) for g in groups]
+    else:
+        group_list = [(h,) for h in (model.parse_heads(heads) if heads is not None else model.heads())]
+    if not group_list:
+        raise InterpError("Nothing to sweep: no heads or groups given.")
+    make = row_interventions(model, batch, kind, alpha, eps, ref, resample_seed)
+    n_prompts, n_groups = len(batch), len(group_list)
+    low = [min(h.layer for h in g) for g in group_list]
+    order = sorted(range(n_groups), key=lambda g: low[g])  # rows sharing a start layer share passes
+    chunk = prompt_chunk or _prompt_chunk(model, batch)
+    prompt_chunks = [list(range(i, min(i + chunk, n_prompts))) for i in range(0, n_prompts, chunk)]
+    n_passes = sum(-(-n_groups * len(c) // batch_size) for c in prompt_chunks)
+
+    base_parts: list[torch.Tensor] = []
+    per_prompt = np.full((n_groups, n_prompts), np.nan)
+    kept: dict[int, dict[int, torch.Tensor]] = {}  # dataset-level: group -> prompt -> readout
+    bar = progress_iter(range(n_passes), progress, desc="sweep", total=n_passes)
+    for chunk_idx in prompt_chunks:
+        sub = batch.select(chunk_idx)
+        base_sub, resid = readout_of(model, sub, None, readout, capture_resid=reuse_prefix)
+        base_parts.append(base_sub)
+        rows = [(g, i) for g in order for i in range(len(chunk_idx))]  # i: index within the chunk
+        for lo in range(0, len(rows), batch_size):
+            next(bar)
+            part = rows[lo : lo + batch_size]
+            local = [i for _, i in part]
+            interventions = [make(group_list[g], chunk_idx[i]) for g, i in part]
+            first = min(low[g] for g, _ in part) if reuse_prefix else 0
+            out, _ = readout_of(
+                model,
+                sub.select(local),
+                interventions,
+                readout,
+                start_layer=first,
+                resid=resid[first, local] if resid is not None else None,
+            )
+            if dataset_level:
+                for (g, i), value in zip(part, out, strict=True):
+                    kept.setdefault(g, {})[chunk_idx[i]] = value
+            else:
+                values = score_fn(base_sub[local], out).double().cpu().numpy()
+                for (g, i), value in zip(part, values, strict=True):
+                    per_prompt[g, chunk_idx[i]] = value
+        del resid
+    for _ in bar:  # exhaust the progress iterator so the bar closes
+        pass
+    base = torch.cat(base_parts)
+    if dataset_level:
+        scores = np.array(
+            [float(score_fn(base, torch.stack([kept[g][p] for p in range(n_prompts)]))) for g in range(n_groups)]
+        )
+        result_per_prompt = None
+    else:
+        scores, result_per_prompt = per_prompt.mean(1), per_prompt
+    n_rows = n_groups * n_prompts
+    return SweepResult(group_list, scores, result_per_prompt, base, time.perf_counter() - start, n_rows)
+
+
+def kl_per_prompt(base_logprobs: torch.Tensor, ablated_logprobs: torch.Tensor) -> torch.Tensor:
+    """KL(base || ablated) per prompt, natural log: [n_prompts, d_vocab] x 2 -> [n_prompts]."""
+    return (base_logprobs.exp() * (base_logprobs - ablated_logprobs)).sum(-1)

@@ -1,0 +1,37 @@
+"""Shared fixtures: tiny random models (seconds) and the embedded default model (loaded once per session)."""
+
+from __future__ import annotations
+
+import pytest
+
+import interp
+from interp.tiny import build_tiny
+
+PROMPTS = ["hello world", "the cat sat on the mat", "abc", "what is this thing?"]
+
+
+@pytest.fixture(scope="session")
+def tiny_llama() -> interp.LoadedModel:
+    return interp.load_model("tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2() -> interp.LoadedModel:
+    return interp.load_model("tiny-gpt2")
+
+
+@pytest.fixture(scope="session", params=["tiny-llama", "tiny-gpt2"])
+def tiny_model(request: pytest.FixtureRequest) -> interp.LoadedModel:
+    return interp.load_model(request.param)
+
+
+@pytest.fixture(scope="session")
+def default_model() -> interp.LoadedModel:
+    return interp.load_model("default")
+
+
+@pytest.fixture
+def fresh_tiny_llama() -> interp.LoadedModel:
+    """A private copy for tests that change weights."""
+    hf, tok = build_tiny("llama")
+    return interp.wrap_model(hf, tok, "tiny-llama-copy")
