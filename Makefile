@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip
 MODEL ?= default
 
-.PHONY: install app test lint format bench clean-cache
+.PHONY: install app test lint format bench clean-cache vision-vlm vision-experiment
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,3 +41,10 @@ bench: $(STAMP)
 
 clean-cache:
 	rm -rf $${INTERP_CACHE_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/interp}
+
+# Vision-aware heads (issue 5). Both are long: run on a quiet machine (nice keeps a shared one usable).
+vision-vlm: $(STAMP)
+	nice -n 10 $(BIN)/python -m interp.vlm.train
+
+vision-experiment: $(STAMP)
+	nice -n 10 $(BIN)/python -m interp.vlm.experiment --threads 1

@@ -344,7 +344,7 @@ def run_last(
         kwargs = {"start_at_layer": start_layer, "position_ids": position_ids(batch.attention_mask)}
         model_input = resid
     else:
-        kwargs, model_input = {}, batch.input_ids
+        kwargs, model_input = image_inputs(batch), batch.input_ids  # images: only on a full pass
     with hooked(model, hooks), _layers_from(model, start_layer):
         logits = model.bridge(model_input, attention_mask=batch.attention_mask, logits_to_keep=1, **kwargs)
     return logits[:, -1].float(), store
@@ -449,3 +449,82 @@ def generate(
         new = ids[:, batch.input_ids.shape[1] :]
         out.extend(tok.batch_decode(new, skip_special_tokens=True))
     return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Vision-language models (issue 5): image inputs ride on an ImageBatch (see LoadedModel.tokenize_images);
+# run_last passes them to the forward pass, and these helpers generate from a batch and stop a pass early.
+# ---------------------------------------------------------------------------------------------------------
+def image_inputs(batch: TokenBatch) -> dict[str, torch.Tensor]:
+    """The processor's image tensors of an ImageBatch (pixel_values, ...); {} for a text-only batch."""
+    return dict(getattr(batch, "image_inputs", None) or {})
+
+
+class _StopForward(Exception):
+    """Raised inside a hook to end a forward pass once everything needed has been captured."""
+
+
+@torch.no_grad()
+def capture_layer(
+    model: LoadedModel,
+    batch: TokenBatch,
+    layer: int,
+    rows: Rows = None,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """z of every head in `layer` ([batch, pos, n_heads, d_head], or `reduce`d) under interventions.
+
+    The forward pass stops right after that layer's attention, so the layers above it cost nothing (VHR
+    selects heads layer by layer and needs one such pass per layer)."""
+    if not 0 <= layer < model.n_layers:
+        raise InterpError(f"Layer {layer} is out of range for {model.name} ({model.n_layers} layers).")
+    store: dict[str, torch.Tensor] = {}
+
+    def grab(t: torch.Tensor, hook: Any) -> None:
+        store["z"] = (reduce(t) if reduce is not None else t).detach()
+        raise _StopForward
+
+    hooks = [*intervention_hooks(model, rows, batch.input_ids.shape[1]), (z_name(layer), grab)]
+    with contextlib.suppress(_StopForward), hooked(model, hooks):
+        model.bridge(batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=1, **image_inputs(batch))
+    if "z" not in store:
+        raise InterpError(f"{z_name(layer)} did not fire on {model.name}.")
+    return store["z"]
+
+
+@torch.no_grad()
+def generate_batch(
+    model: LoadedModel,
+    batch: TokenBatch,
+    rows: Rows = None,
+    *,
+    max_new_tokens: int = 64,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    seed: int = 0,
+    return_ids: bool = False,
+) -> list[str] | tuple[list[str], torch.Tensor]:
+    """Generate from an already tokenized batch (e.g. an ImageBatch) with interventions active throughout.
+
+    Like `generate`, but the caller builds the batch, so image inputs come along. return_ids also returns
+    the new token ids [batch, new] (padding after an end token)."""
+    if max_new_tokens < 1:
+        raise InterpError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
+    tok = model.tokenizer
+    with intervene(model, rows, batch.input_ids.shape[1]), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        kwargs: dict[str, Any] = {"do_sample": do_sample, **image_inputs(batch)}
+        if do_sample:
+            kwargs["temperature"] = temperature
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        ids = model.hf_model.generate(
+            batch.input_ids,
+            attention_mask=batch.attention_mask,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=tok.pad_token_id,
+            **kwargs,
+        )
+    new = ids[:, batch.input_ids.shape[1] :]
+    texts = tok.batch_decode(new, skip_special_tokens=True)
+    return (texts, new) if return_ids else texts

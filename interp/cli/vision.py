@@ -1,0 +1,160 @@
+"""Vision commands: `scan` learns --images/--prompt, plus `generate` (with --vhr) and `scenes`.
+
+interp scan vhd --model scenes-vlm --images DIR --prompt "Describe the image." --out vhd.json
+interp scan t-vhd --model scenes-vlm --prompt "Describe the image." --set n_images=4
+interp generate --model scenes-vlm --image scene.png --prompt "Describe the image." --vhr --alpha 2
+interp scenes --out scenes/ --n 20 --seed 1
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from interp.cli import _print_top, console, friendly_errors, parse_options
+from interp.errors import InterpError
+
+DEFAULT_VISION_PROMPTS = ["Describe the image."]
+
+
+def register(app: typer.Typer) -> None:
+    _extend_scan(app)
+    app.command(name="generate")(friendly_errors(generate))
+    app.command(name="scenes")(friendly_errors(scenes))
+
+
+def _extend_scan(app: typer.Typer) -> None:
+    """Swap the core `scan` for one that also takes --images and --prompt (same options otherwise)."""
+    for info in app.registered_commands:
+        if (info.name or getattr(info.callback, "__name__", "")) == "scan":
+            info.callback = friendly_errors(scan)
+            return
+    app.command(name="scan")(friendly_errors(scan))
+
+
+def scan(
+    metric: str = typer.Argument(..., help="Metric name (see `interp metrics`)."),
+    model: str = typer.Option("default", "--model", "-m", help="Model name, local directory or .gguf file."),
+    prompts: str | None = typer.Option(
+        None,
+        "--prompts",
+        "-p",
+        help='Prompts file or built-in set (default "short"; vision metrics: "Describe the image.").',
+    ),
+    prompt: list[str] = typer.Option([], "--prompt", help="A prompt (repeatable); used instead of --prompts."),
+    images: str | None = typer.Option(
+        None, "--images", help='Vision metrics: a folder of images, an image file, or "scenes" (generated; default).'
+    ),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write the HeadScores JSON here."),
+    top: int = typer.Option(10, help="How many top heads to print."),
+    limit: int | None = typer.Option(None, help="Use only the first N prompts."),
+    options: list[str] = typer.Option([], "--set", "-s", help="Metric option key=value (repeatable)."),
+    device: str | None = typer.Option(None, help="cpu, cuda, cuda:N (default: cuda if available)."),
+    dtype: str | None = typer.Option(None, help="float32 (default), bfloat16 or float16."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Score every head of a model with METRIC and print the top heads."""
+    from interp.models import load_model
+    from interp.prompts import check_prompts, load_prompts
+    from interp.scores import check_applicable, get_metric
+
+    info = get_metric(metric)
+    values = parse_options(options)
+    if images is not None:
+        if info.modality != "vision":
+            raise InterpError(f'--images is for vision metrics; "{metric}" reads text only.')
+        values["images"] = images
+    config = info.make_config(values)  # bad options fail before the model loads
+    if out is not None and out.suffix.lower() != ".json":
+        raise InterpError(f"--out must be a .json path, got {out}.")
+    if prompt:
+        prompt_list = check_prompts(prompt)[:limit] if limit else check_prompts(prompt)
+    elif prompts is None and info.modality == "vision":
+        prompt_list = DEFAULT_VISION_PROMPTS
+    else:
+        prompt_list = load_prompts(prompts or "short", limit)
+    loaded = load_model(model, device, dtype)
+    check_applicable(info, loaded)
+    result = info.fn(loaded, prompt_list, config, progress)
+    _print_top(result, top)
+    if out is not None:
+        result.save(out)
+        console.print(f"Wrote {out}")
+
+
+def generate(
+    prompt: str = typer.Option(..., "--prompt", help="The prompt (asked about each image)."),
+    model: str = typer.Option("default", "--model", "-m"),
+    image: list[str] = typer.Option([], "--image", help="An image file (repeatable)."),
+    images: str | None = typer.Option(None, "--images", help='A folder of images, or "scenes" (generated).'),
+    n_images: int = typer.Option(4, help='How many images from --images (all of a folder: 0; "scenes": >= 1).'),
+    vhr: bool = typer.Option(False, "--vhr/--no-vhr", help="Also generate with VHR and show both."),
+    alpha: float = typer.Option(2.0, help="VHR: factor on the selected heads' outputs."),
+    layers: str = typer.Option("auto", help='VHR: "auto" (layer 1 + last 14/32 of layers), "all", or "1,17-29".'),
+    selection: str = typer.Option("median", help="VHR: median | top_k (per layer)."),
+    top_k: int = typer.Option(3, help="VHR: heads per layer for --selection top_k."),
+    outlier_std: float | None = typer.Option(1.0, help="VHR: outlier rule threshold in std (none: off)."),
+    max_new_tokens: int = typer.Option(48, help="Tokens to generate."),
+    template: str = typer.Option("auto", help="auto | chat | raw | query."),
+    seed: int = typer.Option(0, help="Seed of the generated scenes for --images scenes."),
+    device: str | None = typer.Option(None),
+    dtype: str | None = typer.Option(None),
+) -> None:
+    """Generate an answer (per image for a vision-language model), with and without VHR."""
+    from interp.hooks import generate as generate_text
+    from interp.models import load_model
+    from interp.prompts import check_prompts
+    from interp.scores.vision import VHRConfig, generate_images, resolve_images, vhr_generate
+
+    check_prompts([prompt])
+    config = None
+    if vhr:
+        config = VHRConfig(
+            alpha=alpha,
+            layers=layers,
+            selection=selection,  # type: ignore[arg-type]
+            top_k=top_k,
+            outlier_std=outlier_std,
+            template=template,  # type: ignore[arg-type]
+        )
+    if (image or images) and vhr is False and not image and images is None:
+        raise InterpError("Give --image FILE or --images DIR.")
+    pictures = resolve_images(images, n_images, seed) if images is not None else []
+    pictures += resolve_images(list(image)) if image else []
+    loaded = load_model(model, device, dtype)
+    if not pictures:
+        if vhr:
+            raise InterpError("--vhr needs images (--image FILE or --images DIR) and a vision-language model.")
+        console.print(generate_text(loaded, [prompt], max_new_tokens=max_new_tokens, template=template)[0])
+        return
+    prompts = [prompt] * len(pictures)
+    base = generate_images(loaded, pictures, prompts, template=template, max_new_tokens=max_new_tokens)
+    table = Table(title=f"{loaded.name}: {prompt!r}", show_lines=True)
+    table.add_column("image")
+    table.add_column("base")
+    rows = [[str(i), b] for i, b in enumerate(base)]
+    if config is not None:
+        reinforced, used = vhr_generate(loaded, pictures, prompts, config, max_new_tokens=max_new_tokens)
+        table.add_column(f"VHR (alpha={alpha:g}, layers={layers})")
+        table.add_column("reinforced heads")
+        for row, text, iv in zip(rows, reinforced, used, strict=True):
+            row += [text, ",".join(h.label for h in iv.heads) if iv is not None else "(none)"]
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+def scenes(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write scene_000.png ... and scenes.json into."),
+    n: int = typer.Option(20, "--n", help="How many scenes."),
+    seed: int = typer.Option(0, help="Seed (the same seed gives the same scenes)."),
+    max_objects: int = typer.Option(4, help="Most objects per scene (1-5)."),
+) -> None:
+    """Write generated scenes (coloured shapes with known positions) and their ground truth to a folder."""
+    from interp.vlm.scenes import make_scenes, save_scenes
+
+    made = make_scenes(n, seed, max_objects=max_objects)
+    save_scenes(made, out)
+    console.print(f"Wrote {len(made)} scenes to {out} (ground truth in {out / 'scenes.json'}).")

@@ -1,0 +1,260 @@
+"""The vision-heads experiment on the scenes-VLM: `python -m interp.vlm.experiment` (or `make vision-experiment`).
+
+1. QA accuracy: colour and shape questions on held-out generated scenes, greedy answers, first word exact.
+2. VHD-head ablation: VHD per head from calibration scenes (their colour/shape questions), then QA accuracy
+   with the top-k VHD heads zero-ablated versus k random heads drawn from the same layers (same number per
+   layer), several random draws.
+3. Hallucination: captions ("Describe the image.") of held-out scenes, CHAIR_S / CHAIR_I against each
+   scene's objects, without and with VHR (and QA accuracy with VHR, to see whether it costs accuracy).
+
+All scene sets are seeded and disjoint from training (training draws its scenes from other seeds). The
+results go to docs/vision_heads/ as JSON (numbers, configs, timings) plus the VHD HeadScores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from interp.config import Config, positive
+from interp.heads import Head
+from interp.hooks import HeadIntervention
+from interp.models import LoadedModel
+from interp.progress import progress_iter
+from interp.vlm.scenes import CAPTION_PROMPT, Scene, chair, first_word, make_scenes
+
+
+@dataclass(frozen=True)
+class ExperimentConfig(Config):
+    model: str = "scenes-vlm"
+    out: str = "docs/vision_heads"
+    eval_scenes: int = 100
+    eval_seed: int = 20_000
+    calib_scenes: int = 32
+    calib_seed: int = 30_000
+    ks: tuple[str, ...] = ("4", "8", "16")
+    random_repeats: int = 3
+    caption_scenes: int = 100
+    caption_seed: int = 40_000
+    max_objects: int = 4
+    alphas: tuple[str, ...] = ("2",)
+    vhr_layers: str = "auto"
+    max_caption_tokens: int = 40
+    batch_size: int = 16
+    seed: int = 0
+
+    def check(self) -> None:
+        for name in ("eval_scenes", "calib_scenes", "random_repeats", "caption_scenes", "batch_size"):
+            positive(name, getattr(self, name))
+
+
+@dataclass(frozen=True)
+class QAItem:
+    image: np.ndarray
+    prompt: str
+    answer: str
+    kind: str
+
+
+def qa_items(scenes: list[Scene]) -> list[QAItem]:
+    """Every colour and shape question of every scene (no captions)."""
+    out = []
+    for scene in scenes:
+        pixels = scene.render()
+        out += [QAItem(pixels, q.prompt, q.answer, q.kind) for q in scene.questions() if q.kind != "caption"]
+    return out
+
+
+def qa_accuracy(
+    model: LoadedModel,
+    items: list[QAItem],
+    rows: HeadIntervention | None = None,
+    *,
+    vhr: Any = None,
+    batch_size: int = 16,
+    progress: bool = False,
+    desc: str = "qa",
+) -> dict[str, float]:
+    """Greedy answers (3 tokens); correct when the first word equals the answer. vhr: a VHRConfig."""
+    from interp.hooks import generate_batch
+    from interp.scores.vision import vhr_interventions
+
+    hits: dict[str, list[bool]] = {"colour": [], "shape": []}
+    starts = range(0, len(items), batch_size)
+    for start in progress_iter(starts, progress, desc=desc, total=len(starts)):
+        chunk = items[start : start + batch_size]
+        batch = model.tokenize_images([it.prompt for it in chunk], [it.image for it in chunk])
+        chunk_rows: Any = vhr_interventions(model, batch, vhr) if vhr is not None else rows
+        answers = generate_batch(model, batch, chunk_rows, max_new_tokens=3)
+        for it, ans in zip(chunk, answers, strict=True):
+            hits[it.kind].append(first_word(ans) == it.answer)
+    both = hits["colour"] + hits["shape"]
+    return {
+        "accuracy": float(np.mean(both)),
+        "colour": float(np.mean(hits["colour"])),
+        "shape": float(np.mean(hits["shape"])),
+        "n": len(both),
+    }
+
+
+def random_same_layers(top: list[Head], n_heads: int, rng: np.random.Generator) -> list[Head]:
+    """For each layer, as many random heads as `top` has there, avoiding the top heads where possible."""
+    out: list[Head] = []
+    for layer in sorted({h.layer for h in top}):
+        count = sum(h.layer == layer for h in top)
+        taken = {h.head for h in top if h.layer == layer}
+        pool = [h for h in range(n_heads) if h not in taken]
+        if len(pool) < count:  # the layer is mostly top heads: draw from the whole layer
+            pool = list(range(n_heads))
+        out += [Head(layer, int(h)) for h in rng.choice(pool, size=count, replace=False)]
+    return out
+
+
+def ablation_experiment(model: LoadedModel, cfg: ExperimentConfig, eval_items: list[QAItem], log: Any) -> dict:
+    from interp.scores.vision import vhd
+
+    calib = qa_items(make_scenes(cfg.calib_scenes, cfg.calib_seed, max_objects=cfg.max_objects))
+    scores = vhd(
+        model,
+        [it.image for it in calib],
+        [it.prompt for it in calib],
+        pairing="zip",
+        batch_size=cfg.batch_size,
+        progress=True,
+        config={"calib_scenes": cfg.calib_scenes, "calib_seed": cfg.calib_seed, "pairing": "zip"},
+    )
+    scores.save(Path(cfg.out) / "vhd_scenes_vlm.json")
+    log(f"VHD on {len(calib)} calibration questions; top 10: {[h.label for h in scores.top_heads(10)]}")
+    rng = np.random.default_rng(cfg.seed)
+    rows = []
+    for k in (int(x) for x in cfg.ks):
+        top = scores.top_heads(k)
+        acc_top = qa_accuracy(model, eval_items, HeadIntervention(tuple(top), "zero"), batch_size=cfg.batch_size)
+        randoms = []
+        for _ in range(cfg.random_repeats):
+            heads = random_same_layers(top, model.n_heads, rng)
+            acc = qa_accuracy(model, eval_items, HeadIntervention(tuple(heads), "zero"), batch_size=cfg.batch_size)
+            randoms.append({"heads": [h.label for h in heads], **acc})
+        rand_acc = [x["accuracy"] for x in randoms]
+        row = {
+            "k": k,
+            "top_heads": [h.label for h in top],
+            "top_vhd": acc_top,
+            "random_same_layers": randoms,
+            "random_mean_accuracy": float(np.mean(rand_acc)),
+            "random_min_accuracy": float(np.min(rand_acc)),
+        }
+        rows.append(row)
+        log(f"k={k}: top-VHD ablated acc {acc_top['accuracy']:.3f}; random same-layer acc {np.round(rand_acc, 3)}")
+    return {"vhd_top20": [h.label for h in scores.top_heads(20)], "rows": rows}
+
+
+def caption_experiment(model: LoadedModel, cfg: ExperimentConfig, eval_items: list[QAItem], log: Any) -> dict:
+    from interp.scores.vision import VHRConfig, generate_images, vhr_generate
+
+    scenes = make_scenes(cfg.caption_scenes, cfg.caption_seed, max_objects=cfg.max_objects)
+    images = [s.render() for s in scenes]
+    prompts = [CAPTION_PROMPT] * len(scenes)
+    t0 = time.time()
+    base = generate_images(
+        model, images, prompts, max_new_tokens=cfg.max_caption_tokens, batch_size=cfg.batch_size, progress=True
+    )
+    base_seconds = time.time() - t0
+    out: dict[str, Any] = {
+        "base": {
+            "shape": chair(base, scenes).to_dict(),
+            "colour+shape": chair(base, scenes, "colour+shape").to_dict(),
+            "seconds": round(base_seconds, 1),
+            "captions": base[:20],
+        },
+        "vhr": [],
+        "truth": [s.caption() for s in scenes[:20]],
+    }
+    log(f"captions base: {out['base']['shape']}")
+    for alpha in (float(a) for a in cfg.alphas):
+        vcfg = VHRConfig(alpha=alpha, layers=cfg.vhr_layers)
+        t0 = time.time()
+        caps, used = vhr_generate(
+            model,
+            images,
+            prompts,
+            vcfg,
+            max_new_tokens=cfg.max_caption_tokens,
+            batch_size=cfg.batch_size,
+            progress=True,
+        )
+        seconds = time.time() - t0
+        acc = qa_accuracy(model, eval_items, vhr=vcfg, batch_size=cfg.batch_size, progress=True, desc="qa+vhr")
+        n_heads = [len(iv.heads) if iv is not None else 0 for iv in used]
+        row = {
+            "alpha": alpha,
+            "layers": cfg.vhr_layers,
+            "shape": chair(caps, scenes).to_dict(),
+            "colour+shape": chair(caps, scenes, "colour+shape").to_dict(),
+            "qa_with_vhr": acc,
+            "mean_heads_reinforced": float(np.mean(n_heads)),
+            "seconds": round(seconds, 1),
+            "captions": caps[:20],
+        }
+        out["vhr"].append(row)
+        log(f"captions VHR alpha={alpha}: {row['shape']}; QA with VHR {acc['accuracy']:.3f}")
+    return out
+
+
+def run(cfg: ExperimentConfig) -> dict[str, Any]:
+    import torch
+
+    from interp.models import load_model
+    from interp.provenance import make_provenance
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+
+    def log(msg: str) -> None:
+        print(f"[{time.time() - t0:7.1f}s] {msg}", flush=True)
+
+    model = load_model(cfg.model)
+    log(f"loaded {model}")
+    eval_items = qa_items(make_scenes(cfg.eval_scenes, cfg.eval_seed, max_objects=cfg.max_objects))
+    base = qa_accuracy(model, eval_items, batch_size=cfg.batch_size, progress=True)
+    log(f"QA accuracy on {base['n']} held-out questions: {base}")
+    results: dict[str, Any] = {"qa": base}
+    results["ablation"] = ablation_experiment(model, cfg, eval_items, log)
+    results["captions"] = caption_experiment(model, cfg, eval_items, log)
+    results["config"] = cfg.to_dict()
+    results["timing"] = {
+        "wall_seconds": round(time.time() - t0, 1),
+        "torch_threads": torch.get_num_threads(),
+        "nproc": os.cpu_count(),
+        "load_average_at_end": os.getloadavg(),
+    }
+    results["provenance"] = make_provenance(None, seed=cfg.seed, command="python -m interp.vlm.experiment")
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    log(f"wrote {out / 'results.json'}")
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    for name in ExperimentConfig.field_names():
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
+    threads = args.pop("threads", None)
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+    run(ExperimentConfig.from_strings(args))  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    main()
