@@ -11,9 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
-from interp.cli import _print_top, console, friendly_errors, parse_options
+from interp.cli import console, friendly_errors, parse_options, print_table, print_top
 from interp.errors import InterpError
 
 DEFAULT_VISION_PROMPTS = ["Describe the image."]
@@ -78,7 +77,7 @@ def scan(
     loaded = load_model(model, device, dtype)
     check_applicable(info, loaded)
     result = info.fn(loaded, prompt_list, config, progress)
-    _print_top(result, top)
+    print_top(result, top)
     if out is not None:
         result.save(out)
         console.print(f"Wrote {out}")
@@ -131,19 +130,14 @@ def generate(
         return
     prompts = [prompt] * len(pictures)
     base = generate_images(loaded, pictures, prompts, template=template, max_new_tokens=max_new_tokens)
-    table = Table(title=f"{loaded.name}: {prompt!r}", show_lines=True)
-    table.add_column("image")
-    table.add_column("base")
+    columns = ["image", "base"]
     rows = [[str(i), b] for i, b in enumerate(base)]
     if config is not None:
         reinforced, used = vhr_generate(loaded, pictures, prompts, config, max_new_tokens=max_new_tokens)
-        table.add_column(f"VHR (alpha={alpha:g}, layers={layers})")
-        table.add_column("reinforced heads")
+        columns += [f"VHR (alpha={alpha:g}, layers={layers})", "reinforced heads"]
         for row, text, iv in zip(rows, reinforced, used, strict=True):
             row += [text, ",".join(h.label for h in iv.heads) if iv is not None else "(none)"]
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
+    print_table(f"{loaded.name}: {prompt!r}", columns, rows, show_lines=True)
 
 
 def scenes(
