@@ -471,25 +471,45 @@ def capture_layer(
     layer: int,
     rows: Rows = None,
     reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """z of every head in `layer` ([batch, pos, n_heads, d_head], or `reduce`d) under interventions.
+    start_layer: int = 0,
+    resid: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """z of every head in `layer` ([batch, pos, n_heads, d_head], or `reduce`d) under interventions, and
+    the residual entering `layer` ([batch, pos, d_model]).
 
-    The forward pass stops right after that layer's attention, so the layers above it cost nothing (VHR
-    selects heads layer by layer and needs one such pass per layer)."""
-    if not 0 <= layer < model.n_layers:
-        raise InterpError(f"Layer {layer} is out of range for {model.name} ({model.n_layers} layers).")
+    The pass stops right after that layer's attention, so the layers above cost nothing; with start_layer
+    and resid (the residual entering start_layer, e.g. from an earlier call) the layers below are skipped
+    too. VHR selects heads layer by layer this way: each layer's pass resumes where the last one stopped,
+    so selecting over all layers costs about one forward pass. Exact when no intervention sits below
+    start_layer that `resid` did not see."""
+    if not 0 <= start_layer <= layer < model.n_layers:
+        raise InterpError(f"Need 0 <= start_layer <= layer < {model.n_layers}, got {start_layer} and {layer}.")
     store: dict[str, torch.Tensor] = {}
+
+    def keep(t: torch.Tensor, hook: Any) -> None:
+        store["resid"] = t.detach()
 
     def grab(t: torch.Tensor, hook: Any) -> None:
         store["z"] = (reduce(t) if reduce is not None else t).detach()
         raise _StopForward
 
-    hooks = [*intervention_hooks(model, rows, batch.input_ids.shape[1]), (z_name(layer), grab)]
-    with contextlib.suppress(_StopForward), hooked(model, hooks):
-        model.bridge(batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=1, **image_inputs(batch))
-    if "z" not in store:
+    hooks = intervention_hooks(model, rows, batch.input_ids.shape[1])
+    hooks += [(resid_name(layer), keep), (z_name(layer), grab)]
+    if start_layer:
+        assert resid is not None, "start_layer needs the residual entering that layer"
+        kwargs = {"start_at_layer": start_layer, "position_ids": position_ids(batch.attention_mask)}
+        model_input = resid
+    else:
+        kwargs, model_input = image_inputs(batch), batch.input_ids
+    with contextlib.suppress(_StopForward), hooked(model, hooks), _layers_from(model, start_layer):
+        try:
+            model.bridge(model_input, attention_mask=batch.attention_mask, logits_to_keep=1, **kwargs)
+        finally:
+            if start_layer:
+                model.bridge._teardown_start_at_layer()  # the pass may end early, before the bridge clears it
+    if "z" not in store or "resid" not in store:
         raise InterpError(f"{z_name(layer)} did not fire on {model.name}.")
-    return store["z"]
+    return store["z"], store["resid"]
 
 
 @torch.no_grad()

@@ -413,17 +413,26 @@ def vhr_interventions(
     """One VHR intervention per row of an image batch, selected layer by layer at the first decoding step.
 
     Layer l's VHD is measured with the reinforcement chosen for the layers below already in place (in both
-    the image and the text-only pass); each layer costs two forward passes that stop right after it.
+    the image and the text-only pass). Each layer's pass resumes from the residual where the previous one
+    stopped and stops right after layer l, so the whole selection costs about two forward passes.
     """
     _need_vision(model)
     layers = parse_layers(config.layers, model.n_layers)
-    text = model.text_only(batch)
+    inputs = {"image": batch, "text": model.text_only(batch)}
+    resid: dict[str, torch.Tensor | None] = {"image": None, "text": None}
+    start = 0
     chosen: list[list[Head]] = [[] for _ in range(len(batch))]
     for layer in progress_iter(layers, progress, desc="vhr select", total=len(layers)):
         rows = [HeadIntervention(tuple(c), "scale", config.alpha) if c else None for c in chosen]
-        z_img = capture_layer(model, batch, layer, rows, reduce=_last)  # [B, H, d_head]
-        z_txt = capture_layer(model, text, layer, rows, reduce=_last)
-        vhd_l, norm_l = (z_img - z_txt).norm(dim=-1), z_txt.norm(dim=-1)  # [B, H]
+        z: dict[str, torch.Tensor] = {}
+        for kind, b in inputs.items():
+            # Resume from the residual entering the previous selected layer: the layers below it are
+            # unchanged by this round's new selection, which only acts from that layer on.
+            z[kind], resid[kind] = capture_layer(
+                model, b, layer, rows, reduce=_last, start_layer=start, resid=resid[kind]
+            )
+        start = layer
+        vhd_l, norm_l = (z["image"] - z["text"]).norm(dim=-1), z["text"].norm(dim=-1)  # [B, H]
         for i in range(len(batch)):
             heads = select_layer(vhd_l[i], norm_l[i], config.selection, config.top_k, config.outlier_std)
             chosen[i].extend(Head(layer, h) for h in heads)

@@ -4,8 +4,9 @@
 2. VHD-head ablation: VHD per head from calibration scenes (their colour/shape questions), then QA accuracy
    with the top-k VHD heads zero-ablated versus k random heads drawn from the same layers (same number per
    layer), several random draws.
-3. Hallucination: captions ("Describe the image.") of held-out scenes, CHAIR_S / CHAIR_I against each
-   scene's objects, without and with VHR (and QA accuracy with VHR, to see whether it costs accuracy).
+3. Hallucination: captions ("Describe the image.") of held-out scenes (1-4 objects as in training, and harder
+   5-object scenes), CHAIR_S / CHAIR_I against each scene's objects, without and with VHR; and QA accuracy
+   with VHR, to see whether it costs accuracy; T-VHD of correct vs hallucinated object words in the captions.
 
 All scene sets are seeded and disjoint from training (training draws its scenes from other seeds). The
 results go to docs/vision_heads/ as JSON (numbers, configs, timings) plus the VHD HeadScores.
@@ -28,7 +29,7 @@ from interp.heads import Head
 from interp.hooks import HeadIntervention
 from interp.models import LoadedModel
 from interp.progress import progress_iter
-from interp.vlm.scenes import CAPTION_PROMPT, Scene, chair, first_word, make_scenes
+from interp.vlm.scenes import CAPTION_PROMPT, COLOURS, SHAPES, Scene, chair, first_word, make_scenes
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class ExperimentConfig(Config):
     caption_scenes: int = 100
     caption_seed: int = 40_000
     max_objects: int = 4
-    alphas: tuple[str, ...] = ("2",)
+    alphas: tuple[str, ...] = ("1.5", "2")
     vhr_layers: str = "auto"
     max_caption_tokens: int = 40
     batch_size: int = 16
@@ -156,56 +157,151 @@ def ablation_experiment(model: LoadedModel, cfg: ExperimentConfig, eval_items: l
     return {"vhd_top20": [h.label for h in scores.top_heads(20)], "rows": rows}
 
 
-def caption_experiment(model: LoadedModel, cfg: ExperimentConfig, eval_items: list[QAItem], log: Any) -> dict:
+def caption_set(model: LoadedModel, cfg: ExperimentConfig, scenes: list[Scene], log: Any, name: str) -> dict:
+    """CHAIR of "Describe the image." captions without VHR and with VHR at each alpha."""
     from interp.scores.vision import VHRConfig, generate_images, vhr_generate
 
-    scenes = make_scenes(cfg.caption_scenes, cfg.caption_seed, max_objects=cfg.max_objects)
     images = [s.render() for s in scenes]
     prompts = [CAPTION_PROMPT] * len(scenes)
     t0 = time.time()
     base = generate_images(
         model, images, prompts, max_new_tokens=cfg.max_caption_tokens, batch_size=cfg.batch_size, progress=True
     )
-    base_seconds = time.time() - t0
     out: dict[str, Any] = {
+        "n_scenes": len(scenes),
+        "objects_per_scene": float(np.mean([len(s.objects) for s in scenes])),
         "base": {
             "shape": chair(base, scenes).to_dict(),
             "colour+shape": chair(base, scenes, "colour+shape").to_dict(),
-            "seconds": round(base_seconds, 1),
+            "seconds": round(time.time() - t0, 1),
             "captions": base[:20],
         },
         "vhr": [],
         "truth": [s.caption() for s in scenes[:20]],
     }
-    log(f"captions base: {out['base']['shape']}")
+    log(f"[{name}] captions base: {out['base']['shape']}")
     for alpha in (float(a) for a in cfg.alphas):
-        vcfg = VHRConfig(alpha=alpha, layers=cfg.vhr_layers)
         t0 = time.time()
+        vcfg = VHRConfig(alpha=alpha, layers=cfg.vhr_layers)
         caps, used = vhr_generate(
-            model,
-            images,
-            prompts,
-            vcfg,
-            max_new_tokens=cfg.max_caption_tokens,
-            batch_size=cfg.batch_size,
-            progress=True,
+            model, images, prompts, vcfg, max_new_tokens=cfg.max_caption_tokens, batch_size=cfg.batch_size
         )
-        seconds = time.time() - t0
-        acc = qa_accuracy(model, eval_items, vhr=vcfg, batch_size=cfg.batch_size, progress=True, desc="qa+vhr")
-        n_heads = [len(iv.heads) if iv is not None else 0 for iv in used]
         row = {
             "alpha": alpha,
             "layers": cfg.vhr_layers,
             "shape": chair(caps, scenes).to_dict(),
             "colour+shape": chair(caps, scenes, "colour+shape").to_dict(),
-            "qa_with_vhr": acc,
-            "mean_heads_reinforced": float(np.mean(n_heads)),
-            "seconds": round(seconds, 1),
+            "mean_heads_reinforced": float(np.mean([len(iv.heads) if iv is not None else 0 for iv in used])),
+            "seconds": round(time.time() - t0, 1),
             "captions": caps[:20],
         }
         out["vhr"].append(row)
-        log(f"captions VHR alpha={alpha}: {row['shape']}; QA with VHR {acc['accuracy']:.3f}")
+        log(f"[{name}] captions VHR alpha={alpha}: {row['shape']}")
     return out
+
+
+def tvhd_experiment(model: LoadedModel, scenes: list[Scene], cfg: ExperimentConfig, log: Any) -> dict:
+    """T-VHD of the object words in captions: correct mentions vs hallucinated ones (the paper's observation
+    is that hallucinated object words have lower T-VHD). A mention is the colour word and the shape word;
+    it is hallucinated when the scene has no object of that colour and shape."""
+    from interp.scores.vision import token_vhd
+
+    result = token_vhd(
+        model,
+        [s.render() for s in scenes],
+        [CAPTION_PROMPT] * len(scenes),
+        pairing="zip",
+        max_new_tokens=cfg.max_caption_tokens,
+        top_k=4,
+        batch_size=cfg.batch_size,
+        progress=True,
+    )
+    groups: dict[str, list[float]] = {"correct": [], "hallucinated": [], "other tokens": []}
+    for scene, toks, values in zip(scenes, result.extras["tokens"], result.extras["t_vhd"], strict=True):
+        truth = {(o.colour, o.shape) for o in scene.objects}
+        words = [t.strip().lower() for t in toks]
+        in_mention = set()
+        for i, word in enumerate(words):
+            if word in SHAPES and i > 0 and words[i - 1] in COLOURS:
+                key = "correct" if (words[i - 1], word) in truth else "hallucinated"
+                groups[key] += [values[i - 1], values[i]]
+                in_mention |= {i - 1, i}
+        groups["other tokens"] += [v for i, v in enumerate(values) if i not in in_mention]
+    out = {k: {"n_tokens": len(v), "mean_t_vhd": float(np.mean(v)) if v else None} for k, v in groups.items()}
+    log(f"T-VHD of object words: {out}")
+    return out
+
+
+def caption_experiment(model: LoadedModel, cfg: ExperimentConfig, eval_items: list[QAItem], log: Any) -> dict:
+    """Captions of in-distribution scenes (1 to max_objects objects) and of harder 5-object scenes (training
+    never shows five), CHAIR with and without VHR; plus QA accuracy under VHR (does VHR cost accuracy?)."""
+    from interp.scores.vision import VHRConfig
+
+    sets = {
+        f"1-{cfg.max_objects} objects": make_scenes(cfg.caption_scenes, cfg.caption_seed, 1, cfg.max_objects),
+        "5 objects": make_scenes(cfg.caption_scenes, cfg.caption_seed + 1, 5, 5),
+    }
+    out: dict[str, Any] = {name: caption_set(model, cfg, scenes, log, name) for name, scenes in sets.items()}
+    out["t_vhd_object_words"] = tvhd_experiment(model, [s for v in sets.values() for s in v], cfg, log)
+    out["qa_with_vhr"] = []
+    for alpha in (float(a) for a in cfg.alphas):
+        vcfg = VHRConfig(alpha=alpha, layers=cfg.vhr_layers)
+        acc = qa_accuracy(model, eval_items, vhr=vcfg, batch_size=cfg.batch_size, progress=True, desc="qa+vhr")
+        out["qa_with_vhr"].append({"alpha": alpha, **acc})
+        log(f"QA with VHR alpha={alpha}: {acc}")
+    return out
+
+
+def figures(results: dict[str, Any], out: Path) -> list[Path]:
+    """PNG figures for the docs: the VHD heatmap, ablation accuracies, CHAIR with and without VHR."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from interp.results import HeadScores
+
+    written = []
+    scores = HeadScores.load(out / "vhd_scenes_vlm.json")
+    fig, ax = plt.subplots(figsize=(4.2, 7))
+    im = ax.imshow(scores.scores, aspect="auto", cmap="viridis")
+    ax.set(xlabel="head", ylabel="layer", title="VHD per head (scenes-vlm)")
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.tight_layout()
+    fig.savefig(out / "vhd_heatmap.png", dpi=120)
+    written.append(out / "vhd_heatmap.png")
+
+    rows = results["ablation"]["rows"]
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ks = [r["k"] for r in rows]
+    x = np.arange(len(ks))
+    ax.bar(x - 0.2, [r["top_vhd"]["accuracy"] for r in rows], 0.4, label="top-k VHD heads zeroed")
+    rand = [[a["accuracy"] for a in r["random_same_layers"]] for r in rows]
+    yerr = [np.std(a) for a in rand]
+    ax.bar(x + 0.2, [np.mean(a) for a in rand], 0.4, yerr=yerr, label="k random heads, same layers")
+    ax.axhline(results["qa"]["accuracy"], color="k", ls="--", lw=1, label="no ablation")
+    ax.set(xticks=x, xticklabels=[f"k={k}" for k in ks], ylabel="held-out QA accuracy", ylim=(0, 1))
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(out / "ablation.png", dpi=120)
+    written.append(out / "ablation.png")
+
+    sets = [k for k, v in results["captions"].items() if isinstance(v, dict) and "base" in v]
+    fig, axes = plt.subplots(1, len(sets), figsize=(4 * len(sets), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], sets, strict=True):
+        data = results["captions"][name]
+        labels = ["base"] + [f"VHR a={r['alpha']:g}" for r in data["vhr"]]
+        vals = [data["base"]["colour+shape"]] + [r["colour+shape"] for r in data["vhr"]]
+        x = np.arange(len(labels))
+        ax.bar(x - 0.2, [v["chair_s"] for v in vals], 0.4, label="CHAIR_S")
+        ax.bar(x + 0.2, [v["chair_i"] for v in vals], 0.4, label="CHAIR_I")
+        ax.set(xticks=x, xticklabels=labels, title=f"captions, {name} (colour+shape)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "chair.png", dpi=120)
+    written.append(out / "chair.png")
+    plt.close("all")
+    return written
 
 
 def run(cfg: ExperimentConfig) -> dict[str, Any]:
@@ -239,6 +335,10 @@ def run(cfg: ExperimentConfig) -> dict[str, Any]:
     results["provenance"] = make_provenance(None, seed=cfg.seed, command="python -m interp.vlm.experiment")
     (out / "results.json").write_text(json.dumps(results, indent=1))
     log(f"wrote {out / 'results.json'}")
+    try:
+        log(f"figures: {[str(p) for p in figures(results, out)]}")
+    except ImportError:
+        log("matplotlib is not installed (dev extra): no figures")
     return results
 
 

@@ -53,7 +53,7 @@ class TrainConfig(Config):
     init: str = ""
     """Start from the vision tower and projector of these parts (a folder written by this script)."""
     max_objects: int = 4
-    stage1_steps: int = 1200
+    stage1_steps: int = 1000
     stage1_batch: int = 64
     stage1_lr: float = 2e-3
     stage2_steps: int = 240
