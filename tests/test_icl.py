@@ -6,6 +6,7 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -17,6 +18,7 @@ from interp.icl import (
     TrainConfig,
     analyze,
     bayes_lambda,
+    compare,
     debiased_gd_predict,
     gd_predict,
     head_patterns,
@@ -33,6 +35,15 @@ from interp.icl import (
 )
 from interp.icl.baselines import debiased_gd_feature, fit_scale, gd_feature, model_predict
 from interp.results import HeadScores
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These models are tiny: one thread is fastest, and extra threads crawl on a loaded shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _random_model(attention: str = "softmax", d: int = 3, heads: int = 3, seed: int = 0) -> ICLAttention:
@@ -147,13 +158,17 @@ def test_ridge_and_ols_match_closed_forms() -> None:
 
 
 def test_bayes_ridge_beats_other_penalties_and_gd_step_matches_theory() -> None:
-    cfg = DataConfig(d=5, L=40, noise_var=0.1)
-    p = sample_prompts(cfg, 20_000, seed=11, dtype=torch.float64)
-    mse = {lam: float(((ridge_predict(p, lam) - p.yq) ** 2).mean()) for lam in (0.1, 0.5, 2.5)}
-    assert mse[0.5] < mse[0.1] and mse[0.5] < mse[2.5]  # lambda = noise_var * d = 0.5 is Bayes-optimal
-    eta = fit_scale(gd_feature(p), p.yq)
-    assert eta == pytest.approx(optimal_gd_step(5, 40, 0.1), abs=0.03)  # 40 / 46.5 = 0.860
+    # Short prompts and large noise make the penalty matter: lambda = noise_var * d = 2.5 is Bayes-optimal.
+    cfg = DataConfig(d=5, L=8, noise_var=0.5)
+    assert bayes_lambda(5, 0.5) == pytest.approx(2.5)
+    p = sample_prompts(cfg, 8000, seed=11, dtype=torch.float64)
+    mse = {lam: float(((ridge_predict(p, lam) - p.yq) ** 2).mean()) for lam in (0.5, 2.5, 12.5)}
+    assert mse[2.5] < mse[0.5] - 0.05 and mse[2.5] < mse[12.5] - 0.05
     assert float(((ols_predict(p) - p.yq) ** 2).mean()) > mse[0.5]
+    # The fitted best step of one-step GD converges to the closed-form optimum L / (L + d + 1 + noise_var * d).
+    for d, L, noise in ((5, 40, 0.1), (5, 8, 0.5)):
+        q = sample_prompts(DataConfig(d=d, L=L, noise_var=noise), 20_000, seed=12, dtype=torch.float64)
+        assert fit_scale(gd_feature(q), q.yq) == pytest.approx(optimal_gd_step(d, L, noise), abs=0.02)
 
 
 def test_pattern_predictor_equals_a_model_with_planted_patterns() -> None:
@@ -187,6 +202,7 @@ def test_patterns_score_one_on_exact_patterns() -> None:
     table = head_patterns(kq, ov)
     for column in ("kq_diag_share", "kq_homogeneity", "ov_last_share", "kq_xblock_share"):
         np.testing.assert_allclose(table[column], 1.0, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(table["kq_diag_rel_var"], 0.0, atol=1e-12)
     np.testing.assert_allclose(table["omega"], [0.13, -0.13, 0.2, -0.2], atol=1e-12)
     np.testing.assert_allclose(table["mu"], [3.45, -3.45, 1.0, -1.0], atol=1e-12)
     summary = pattern_summary(kq, ov)
@@ -210,6 +226,8 @@ def test_patterns_score_less_on_random_and_broken_matrices() -> None:
     uneven[0, :2, :2] = torch.diag(torch.tensor([1.0, 3.0]))
     row = head_patterns(uneven, torch.ones(1, 3, 3)).iloc[0]
     assert row.kq_diag_share == pytest.approx(1.0) and row.kq_homogeneity < 0.95
+    assert row.kq_diag_rel_var == pytest.approx(0.25)  # diag (1, 3): var 1 / mean^2 4
+    assert row.kq_homogeneity == pytest.approx(1 / math.sqrt(1.25))
     # Same-sign heads: nothing cancels the bias term.
     same = _planted([0.2, 0.2], [1.0, 2.0], d=3)
     s = pattern_summary(same.kq.detach(), same.ov.detach())
@@ -270,7 +288,7 @@ def test_checkpoint_round_trip_and_clear_errors(tmp_path) -> None:
     assert ckpt.name == "m" and ckpt.config == cfg and ckpt.step == 60
     assert torch.equal(ckpt.model.kq, result.model.kq) and torch.equal(ckpt.model.ov, result.model.ov)
     meta = json.loads((tmp_path / "m.json").read_text())
-    assert meta["arch"] == {"d": 3, "n_heads": 2, "attention": "softmax", "init_std": 0.05}
+    assert meta["arch"] == {"d": 3, "n_heads": 2, "attention": "softmax", "init_std": 0.01}
     assert [r["step"] for r in meta["curve"]] == [0, 20, 40, 60] and meta["train_seconds"] > 0
     with pytest.raises(ResultsFileError, match="does not exist"):
         load_checkpoint(tmp_path / "missing.pt")
@@ -290,7 +308,7 @@ def test_checkpoint_round_trip_and_clear_errors(tmp_path) -> None:
 
 
 def test_tiny_training_learns_in_context() -> None:
-    cfg = TrainConfig(n_heads=2, d=3, L=10, steps=300, batch_size=128, eval_every=100, eval_size=2048, seed=1)
+    cfg = TrainConfig(n_heads=2, d=3, L=10, steps=300, batch_size=128, lr=1e-2, eval_every=100, eval_size=2048, seed=1)
     result = train(cfg, progress=False)
     first, last = result.curve[0]["eval_mse"], result.curve[-1]["eval_mse"]
     # Zero-prediction MSE is Var(y_q) = 1 + noise; a model that reads the context must do clearly better.
@@ -312,6 +330,13 @@ def test_analyze_and_length_curve(tmp_path) -> None:
     assert "pattern model of soft" in names and "pattern model of lin" not in names
     ridge = report.mse.set_index("predictor").loc["ridge = Bayes-optimal", "mse"]
     assert ridge < report.mse.set_index("predictor").loc["zero predictor", "mse"]
+    # Debiased GD with a model's c is only listed for heads whose mu's cancel (c=None leaves it out).
+    test, fit = (sample_prompts(cfg.data_config(), 64, seed=s, dtype=torch.float64) for s in (0, 1))
+    models = {"m": load_checkpoint(tmp_path / "soft.pt").model}
+    rows = compare(models, test, fit, cfg.data_config(), c_from={"m": (None, [0.1], [1.0])})["predictor"]
+    assert "pattern model of m" in set(rows) and "debiased GD, c of m" not in set(rows)
+    rows = compare(models, test, fit, cfg.data_config(), c_from={"m": (0.5, [0.1], [1.0])})["predictor"]
+    assert "debiased GD, c of m" in set(rows)
     files = report.save(tmp_path / "out")
     assert all(f.is_file() for f in files)
     assert HeadScores.load(tmp_path / "out" / "scores" / "icl-kq-diag-share.json").model == "soft"
@@ -342,3 +367,16 @@ def test_cli_train_analyze_lengths(tmp_path) -> None:
     assert res.exit_code == 2 and "does not exist" in res.output
     res = runner.invoke(app, ["icl", "train", "--out", str(tmp_path / "x.pt"), "--set", "lr=-1"])
     assert res.exit_code == 2 and "lr" in res.output
+
+
+def test_static_figures_write_pngs(tmp_path) -> None:
+    from interp.icl.figures import plot_length_curve, plot_matrices, plot_training_curves
+
+    model = _planted([0.2, -0.2], [1.0, -1.0], d=3)
+    plot_matrices(model.kq.detach().numpy(), model.ov.detach().numpy(), "planted", tmp_path / "m.png")
+    curve = [{"step": 0, "eval_mse": 1.0}, {"step": 10, "eval_mse": 0.5}]
+    plot_training_curves({"run": curve}, {"ridge": 0.2}, tmp_path / "c.png")
+    frame = pd.DataFrame({"L": [5, 10, 5, 10], "predictor": ["a", "a", "b", "b"], "mse": [1.0, 0.5, 0.8, 0.4]})
+    plot_length_curve(frame, 5, tmp_path / "l.png")
+    for name in ("m", "c", "l"):
+        assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG"

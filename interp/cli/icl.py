@@ -31,7 +31,7 @@ def train(
     steps: int = typer.Option(60_000, help="Adam steps (one fresh batch of prompts per step)."),
     seed: int = typer.Option(0, help="Seed of the initialization and of every training batch."),
     options: list[str] = typer.Option([], "--set", "-s", help="Other TrainConfig fields as key=value (repeatable)."),
-    threads: int = typer.Option(1, help="torch CPU threads (1 is fastest for this tiny model; results depend on it)."),
+    threads: int = typer.Option(1, help="torch CPU threads (1 is fastest for this tiny model; bits depend on it)."),
     resume: bool = typer.Option(False, "--resume/--no-resume", help="Continue the run saved at --out."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
@@ -61,9 +61,14 @@ def analyze(
     n_test: int = typer.Option(20_000, help="Number of test prompts."),
     seed: int = typer.Option(20_250_317, help="Seed of the test prompts."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write tables, HeadScores and heatmaps here (a dir)."),
+    threads: int = typer.Option(1, help="torch CPU threads."),
 ) -> None:
     """Per-head KQ/OV pattern metrics, the effective GD step c, and test MSE against GD / ridge / OLS."""
+    import torch
+
     from interp.icl.analysis import analyze as run_analyze
+
+    torch.set_num_threads(threads)
 
     report = run_analyze(checkpoint, compare, n_test=n_test, seed=seed)
     cols = ["kq_diag_share", "kq_homogeneity", "ov_last_share", "omega", "mu", "step_contribution"]
@@ -87,9 +92,14 @@ def lengths(
     n: int = typer.Option(4096, help="Test prompts per length."),
     seed: int = typer.Option(20_250_317),
     csv: Path | None = typer.Option(None, help="Write the long-form curve as CSV."),
+    threads: int = typer.Option(1, help="torch CPU threads."),
 ) -> None:
     """Test MSE vs prompt length (beyond the training length) for each checkpoint, ridge and best-step GD."""
+    import torch
+
     from interp.icl.analysis import lengths as run_lengths
+
+    torch.set_num_threads(threads)
 
     try:
         values = [int(v) for v in lengths_.split(",") if v.strip()]

@@ -22,6 +22,7 @@ from interp.provenance import make_provenance
 from interp.results import HeadScores
 
 TEST_SEED = 20_250_317  # test prompts; fit prompts (for fitted steps) use TEST_SEED + 1
+DEBIASED_MAX_RESIDUAL = 0.1
 
 
 @dataclass
@@ -75,8 +76,10 @@ def analyze(
     for c in [ckpt, *rest]:
         if c.model.attention == "softmax":
             k, o = (m.numpy() for m in c.model.matrices())
-            t = head_patterns(k, o)
-            c_from[c.name] = (float(t["step_contribution"].sum()), t["omega"].tolist(), t["mu"].tolist())
+            t, s = head_patterns(k, o), pattern_summary(k, o)
+            # Debiased GD with the model's c only describes heads whose mu's cancel (not a single head).
+            step = s["c"] if s["zero_sum_residual"] < DEBIASED_MAX_RESIDUAL else None
+            c_from[c.name] = (step, t["omega"].tolist(), t["mu"].tolist())
     mse = compare(models, test, fit, data, c_from=c_from)
     provenance = make_provenance(seed=seed, checkpoint=str(ckpt.path), n_test=n_test)
     config = {"train_config": ckpt.config.to_dict(), "step": ckpt.step}

@@ -106,12 +106,12 @@ def compare(
     test: Prompts,
     fit: Prompts,
     data: DataConfig,
-    c_from: Mapping[str, tuple[float, Sequence[float], Sequence[float]]] | None = None,
+    c_from: Mapping[str, tuple[float | None, Sequence[float], Sequence[float]]] | None = None,
 ) -> pd.DataFrame:
     """Test MSE of every model and baseline on the same prompts; steps/c are fitted on `fit` prompts.
 
-    c_from: per model, (c, omega per head, mu per head) from its patterns, to add the paper's debiased GD with
-    the model's own c and the idealized pattern model to the table.
+    c_from: per model, (c, omega per head, mu per head) from its patterns, to add the idealized pattern model
+    and (unless c is None) the paper's debiased GD with the model's own c to the table.
     """
     if test.L != data.L or fit.L != data.L:
         raise InterpError(f"Test and fit prompts must have length L={data.L}, got {test.L} and {fit.L}.")
@@ -130,7 +130,8 @@ def compare(
     c_fit = fit_scale(debiased_gd_feature(fit), fit.yq)
     add("debiased GD, best c", "baseline", debiased_gd_predict(test, c_fit), f"c={c_fit:.4f} (fitted)")
     for name, (c, omega, mu) in (c_from or {}).items():
-        add(f"debiased GD, c of {name}", "baseline", debiased_gd_predict(test, c), f"c={c:.4f}")
+        if c is not None:
+            add(f"debiased GD, c of {name}", "baseline", debiased_gd_predict(test, c), f"c={c:.4f}")
         add(f"pattern model of {name}", "baseline", pattern_predict(test, omega, mu), "omega_h, mu_h of its heads")
     lam = bayes_lambda(data.d, data.noise_var)
     add("ridge = Bayes-optimal", "baseline", ridge_predict(test, lam), f"lambda={lam:g}")

@@ -12,10 +12,7 @@ import pandas as pd
 
 
 def _plt() -> Any:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
+    try:  # the default backend is Agg when headless and inline in Jupyter, so nothing to select here
         import matplotlib.pyplot as plt
     except ImportError as exc:  # matplotlib is a dev extra, not a base dependency
         raise ImportError("Static figures need matplotlib: pip install 'interp[dev]'.") from exc

@@ -2,7 +2,8 @@
 
 For head h with KQ_h, OV_h ((d+1)x(d+1), see interp.icl.model) and its x-x block X_h = KQ_h[:d, :d]:
 - kq_diag_share    ||diag(X_h)||_2 / ||X_h||_F              1.0 iff X_h is diagonal (paper: ~0.999)
-- kq_homogeneity   |mean diag(X_h)| / rms diag(X_h)          1.0 iff the diagonal is constant (X_h ~ omega_h I)
+- kq_homogeneity   |mean diag(X_h)| / rms diag(X_h)          1.0 iff the diagonal is constant (X_h ~ omega_h I);
+                   equals (1 + var/mean^2)^(-1/2), with var/mean^2 (the paper's number) in column kq_diag_rel_var
 - ov_last_share    |OV_h[-1,-1]| / ||OV_h[-1,:]||_2          1.0 iff only y -> y survives (paper: ~0.9999);
                    the output row is the only row of OV_h that reaches the prediction
 - omega_h = mean diag(X_h), mu_h = OV_h[-1,-1], and the head's share of the GD step, omega_h * mu_h.
@@ -73,6 +74,8 @@ def head_patterns(kq: Any, ov: Any) -> pd.DataFrame:
             "kq_diag_share": _ratio(np.linalg.norm(diag, axis=1), np.linalg.norm(xx, axis=(1, 2))),
             "kq_homogeneity": _ratio(np.abs(omega), np.sqrt((diag**2).mean(axis=1))),
             "ov_last_share": _ratio(np.abs(mu), np.linalg.norm(ov_a[:, -1, :], axis=1)),
+            # The paper's homogeneity number: var(diag) / mean(diag)^2 (~4e-6 for its H=4 model).
+            "kq_diag_rel_var": _ratio(diag.var(axis=1), omega**2),
             "omega": omega,
             "mu": mu,
             "step_contribution": contribution,
