@@ -298,6 +298,10 @@ def test_checkpoint_round_trip_and_clear_errors(tmp_path) -> None:
     (tmp_path / "bad.json").write_text(json.dumps(meta))
     with pytest.raises(ResultsFileError, match="Cannot read checkpoint"):
         load_checkpoint(tmp_path / "bad.pt")
+    (tmp_path / "w.pt").write_bytes((tmp_path / "m.pt").read_bytes())
+    (tmp_path / "w.json").write_text(json.dumps({**meta, "arch": {**meta["arch"], "n_heads": 3}}))
+    with pytest.raises(ResultsFileError, match="does not match its metadata"):
+        load_checkpoint(tmp_path / "w.pt")
     (tmp_path / "m.json").write_text(json.dumps({**meta, "format": "something-else"}))
     with pytest.raises(ResultsFileError, match="not an interp ICL checkpoint"):
         load_checkpoint(tmp_path / "m.pt")

@@ -168,5 +168,8 @@ def matrix_heatmaps(kq: Any, ov: Any, title: str = "Learned KQ and OV matrices")
                 col=h + 1,
             )
     fig.update_layout(title=title, height=520, width=max(420, 260 * H))
-    fig.update_yaxes(scaleanchor="x", constrain="domain")
+    for row in (1, 2):
+        for col in range(1, H + 1):
+            index = (row - 1) * H + col  # make_subplots names the axes x, x2, x3, ... row by row
+            fig.update_yaxes(scaleanchor=f"x{index if index > 1 else ''}", constrain="domain", row=row, col=col)
     return fig

@@ -27,7 +27,7 @@ import torch
 
 from interp.config import Config, positive
 from interp.errors import InterpError, ResultsFileError
-from interp.icl.data import CovarianceKind, DataConfig, sample_prompts
+from interp.icl.data import CovarianceKind, DataConfig, Prompts, sample_prompts
 from interp.icl.model import AttentionKind, ICLAttention
 from interp.progress import Progress
 from interp.provenance import make_provenance
@@ -98,7 +98,7 @@ def build_model(config: TrainConfig, generator: torch.Generator) -> ICLAttention
 
 
 @torch.no_grad()
-def evaluate_mse(model: ICLAttention, prompts: Any, chunk: int = 8192) -> float:
+def evaluate_mse(model: ICLAttention, prompts: Prompts, chunk: int = 8192) -> float:
     """Mean squared error of y_hat against the (noisy) query labels."""
     total = 0.0
     for start in range(0, prompts.n, chunk):
@@ -286,12 +286,12 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt / non-weights files
         raise ResultsFileError(f"Cannot read checkpoint {path}: {exc}") from exc
-    config = TrainConfig(**meta["train_config"])
-    model = ICLAttention(**meta["arch"])
     try:
+        config = TrainConfig(**meta["train_config"])
+        model = ICLAttention(**meta["arch"])
         model.load_state_dict(state["model"])
-    except (KeyError, RuntimeError) as exc:
-        raise ResultsFileError(f"Checkpoint {path} does not match its architecture {meta['arch']}: {exc}") from exc
+    except (KeyError, TypeError, RuntimeError, InterpError) as exc:
+        raise ResultsFileError(f"Checkpoint {path} does not match its metadata {meta_path}: {exc}") from exc
     return Checkpoint(
         model=model.eval(),
         config=config,
