@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip
 MODEL ?= default
 
-.PHONY: install app test lint format bench clean-cache
+.PHONY: install app test lint format bench clean-cache icl-experiment
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/sweep.py
+
+# In-context linear regression: train H=4 / H=1 / linear models, analyze, write docs/icl_regression/ figures
+# (about 20 minutes on 2 shared CPU cores; see docs/icl_regression.md).
+icl-experiment: $(STAMP)
+	PY=$(BIN)/python scripts/icl_experiment.sh
 
 clean-cache:
 	rm -rf $${INTERP_CACHE_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/interp}
