@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from interp.cli import _table, console, friendly_errors, parse_options
+from interp.cli import console, friendly_errors, parse_options, print_table
 from interp.errors import InterpError
 
 icl_app = typer.Typer(help="In-context linear regression: train multi-head attention, measure KQ/OV patterns.")
@@ -73,14 +73,14 @@ def analyze(
     report = run_analyze(checkpoint, compare, n_test=n_test, seed=seed)
     cols = ["kq_diag_share", "kq_homogeneity", "ov_last_share", "omega", "mu", "step_contribution"]
     rows = [[r.label, *(f"{getattr(r, c):.6g}" for c in cols), r.sign, r.active] for r in report.patterns.itertuples()]
-    console.print(_table(f"Head patterns of {report.name}", ["head", *cols, "sign", "active"], rows))
+    print_table(f"Head patterns of {report.name}", ["head", *cols, "sign", "active"], rows)
     s = report.summary
     console.print(
         f"c = {s['c']:.4f}   zero-sum residual |sum mu|/sum|mu| = {s['zero_sum_residual']:.4g}   "
         f"sign consistency = {s['sign_consistency']:.4f}   active heads: {s['n_positive']} (+) / {s['n_negative']} (-)"
     )
     rows = [[r.predictor, f"{r.mse:.5f}", f"{r.excess_mse:.5f}", r.param] for r in report.mse.itertuples()]
-    console.print(_table(f"Test MSE on {n_test} prompts", ["predictor", "mse", "mse - noise", "parameters"], rows))
+    print_table(f"Test MSE on {n_test} prompts", ["predictor", "mse", "mse - noise", "parameters"], rows)
     if out is not None:
         written = report.save(out)
         console.print(f"Wrote {len(written)} files to {out}")
@@ -107,12 +107,10 @@ def lengths(
         raise InterpError(f"--lengths must be comma-separated integers, got {lengths_!r}.") from None
     frame = run_lengths(checkpoints, values, n=n, seed=seed)
     wide = frame.pivot(index="L", columns="predictor", values="mse")
-    console.print(
-        _table(
-            "Test MSE vs prompt length",
-            ["L", *wide.columns],
-            [[L, *(f"{v:.4f}" for v in row)] for L, row in zip(wide.index, wide.to_numpy(), strict=True)],
-        )
+    print_table(
+        "Test MSE vs prompt length",
+        ["L", *wide.columns],
+        [[L, *(f"{v:.4f}" for v in row)] for L, row in zip(wide.index, wide.to_numpy(), strict=True)],
     )
     if csv is not None:
         frame.to_csv(csv, index=False)
