@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip
 MODEL ?= default
 
-.PHONY: install app test lint format bench clean-cache
+.PHONY: install app test lint format bench clean-cache rfa-experiment
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,14 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/sweep.py
+
+# Random-feature attention sample-complexity runs recorded in docs/random_features.md (~10 min on 2 shared cores).
+RFA_OUT ?= docs/random_features
+rfa-experiment: $(STAMP)
+	$(BIN)/python -m interp rfa experiment --out $(RFA_OUT)/d4_n4_relu
+	$(BIN)/python -m interp rfa experiment --out $(RFA_OUT)/d8_n8_relu --set dim=8 --set n_keys=8 --set n_heads=128 \
+		--set sample_sizes=32,64,128,256,512,1024,2048,4096
+	$(BIN)/python -m interp rfa experiment --out $(RFA_OUT)/d4_n4_softmax --set attention=softmax
 
 clean-cache:
 	rm -rf $${INTERP_CACHE_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/interp}

@@ -256,11 +256,15 @@ class ProbeResult:
 
 
 def _result(accuracy: np.ndarray, control: np.ndarray, base: HeadScores) -> ProbeResult:
-    def scores(grid: np.ndarray, name: str) -> HeadScores:
-        return HeadScores(grid, f"probe-{name}", base.model, base.config, base.provenance, extras=base.extras)
+    """Three HeadScores sharing config, provenance and extras; accuracy keeps the per-prompt correctness."""
+
+    def scores(grid: np.ndarray, name: str, per_prompt: np.ndarray | None = None) -> HeadScores:
+        return HeadScores(grid, f"probe-{name}", base.model, base.config, base.provenance, per_prompt, base.extras)
 
     return ProbeResult(
-        scores(accuracy, "accuracy"), scores(control, "control"), scores(accuracy - control, "selectivity")
+        scores(accuracy, "accuracy", base.per_prompt),
+        scores(control, "control"),
+        scores(accuracy - control, "selectivity"),
     )
 
 
