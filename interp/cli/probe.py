@@ -9,6 +9,7 @@ The same analysis runs through the generic scanner as `interp scan probe --set l
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import typer
 
@@ -42,7 +43,7 @@ def probe(
     from interp.models import load_model
     from interp.scores.probe import ProbeConfig, check_labels, load_labelled, probe_heads
 
-    config = ProbeConfig.from_strings(parse_options(options), labels=labels, limit=limit)
+    config = cast(ProbeConfig, ProbeConfig.from_strings(parse_options(options), labels=labels, limit=limit))
     if out is not None and out.suffix.lower() != ".json":
         raise InterpError(f"--out must be a .json path, got {out}.")
     prompts, label_list = load_labelled(config.labels, config.limit)  # bad labels fail before the model loads

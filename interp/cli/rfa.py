@@ -8,6 +8,7 @@ interp rfa targets
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import typer
 
@@ -35,22 +36,17 @@ def experiment(
     """Test error vs number of samples for RFA (zero / non-zero mean) and the RF-MLP at equal feature counts."""
     from interp.rfa.experiment import RFAExperimentConfig, run_experiment
 
-    config = RFAExperimentConfig.from_strings(parse_options(options))
-    result = run_experiment(config, progress)  # type: ignore[arg-type]
+    config = cast(RFAExperimentConfig, RFAExperimentConfig.from_strings(parse_options(options)))
+    result = run_experiment(config, progress)
     result.save(out, figure=figure)
-    n_max = max(config.sample_sizes)  # type: ignore[attr-defined]
+    n_max = max(config.sample_sizes)
     rows = []
-    for target in config.targets:  # type: ignore[attr-defined]
+    for target in config.targets:
         errors = result.table(target).loc[n_max]
-        rows.append([target, *(f"{errors[m]:.4f}" for m in config.methods)])  # type: ignore[attr-defined]
-    console.print(
-        _table(
-            f"Relative test MSE at n={n_max} (mean of {config.repeats} seeds; "  # type: ignore[attr-defined]
-            f"{config.n_features} features per model; full table in {out}/summary.csv)",  # type: ignore[attr-defined]
-            ["target", *config.methods],  # type: ignore[attr-defined]
-            rows,
-        )
-    )
+        rows.append([target, *(f"{errors[m]:.4f}" for m in config.methods)])
+    title = f"Relative test MSE at n={n_max}, mean of {config.repeats} seeds"
+    console.print(_table(title, ["target", *config.methods], rows))
+    console.print(f"{config.n_features} trained weights per model; every n in {out}/summary.csv")
     for claim, per_target in result.claims().items():
         text = ", ".join(
             f"{t} {v['wins']}/{v['cells']} (ratio at n={n_max}: {v['error_ratio_at_largest_n']:.3g})"

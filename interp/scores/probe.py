@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from threadpoolctl import threadpool_limits
 
 from interp.config import Config, TemplateName, positive
 from interp.errors import InterpError, PromptError, unknown_name
@@ -225,8 +226,11 @@ def probe_grid(
     n_layers, n_heads, n_prompts, _ = outputs.shape
     correct = np.zeros((n_prompts, n_layers, n_heads))
     heads = [(layer, head) for layer in range(n_layers) for head in range(n_heads)]
-    for layer, head in progress_iter(heads, progress, desc=desc, total=len(heads)):
-        correct[:, layer, head] = held_out_correct(outputs[layer, head], labels, config)
+    # The matrices are tiny ([n_prompts, n_components]): BLAS threads only add overhead here, up to ~10x on
+    # a busy machine, so each probe runs single-threaded.
+    with threadpool_limits(1):
+        for layer, head in progress_iter(heads, progress, desc=desc, total=len(heads)):
+            correct[:, layer, head] = held_out_correct(outputs[layer, head], labels, config)
     return correct
 
 
@@ -275,23 +279,35 @@ def probe_heads(
     config: ProbeConfig | None = None,
     progress: Progress = True,
     control_model: LoadedModel | None = None,
+    outputs: np.ndarray | None = None,
+    control_outputs: np.ndarray | None = None,
 ) -> ProbeResult:
-    """Probe every head for the labels; see the module docstring. control_model overrides the random-init copy."""
+    """Probe every head for the labels; see the module docstring.
+
+    control_model: the model for the "random-init" control (default: `random_init_copy(model, config.seed)`).
+    outputs, control_outputs: head outputs from `collect_head_outputs` for these prompts, to reuse them across
+    calls (e.g. both controls) instead of running the models again."""
     config = config or ProbeConfig()
     start = time.perf_counter()
     y = check_labels(prompts, labels, config.folds)
     collect = dict(position=config.position, template=config.template, batch_size=config.batch_size)
-    outputs = collect_head_outputs(model, prompts, progress=progress, **collect)  # type: ignore[arg-type]
+    if outputs is None:
+        outputs = collect_head_outputs(model, prompts, progress=progress, **collect)  # type: ignore[arg-type]
+    _check_outputs(outputs, model, len(y), "outputs")
     correct = probe_grid(outputs, y, config, progress, desc=f"probes ({model.name})")
     if config.control == "shuffled":
         y_control = np.random.default_rng(config.seed).permutation(y)
         control_name = "labels shuffled"
         control_correct = probe_grid(outputs, y_control, config, progress, desc="control probes (shuffled)")
     else:
-        ctrl = control_model if control_model is not None else random_init_copy(model, config.seed)
-        control_name = ctrl.name
-        ctrl_outputs = collect_head_outputs(ctrl, prompts, progress=progress, **collect)  # type: ignore[arg-type]
-        control_correct = probe_grid(ctrl_outputs, y, config, progress, desc="control probes (random init)")
+        if control_outputs is None:
+            ctrl = control_model if control_model is not None else random_init_copy(model, config.seed)
+            control_name = ctrl.name
+            control_outputs = collect_head_outputs(ctrl, prompts, progress=progress, **collect)  # type: ignore[arg-type]
+        else:
+            control_name = control_model.name if control_model is not None else "given control outputs"
+        _check_outputs(control_outputs, model, len(y), "control_outputs")
+        control_correct = probe_grid(control_outputs, y, config, progress, desc="control probes (random init)")
     accuracy, control = correct.mean(0), control_correct.mean(0)
     counts = Counter(y.tolist())
     extras = {
@@ -321,6 +337,14 @@ def probe_heads(
         extras=extras,
     )
     return _result(accuracy, control, base)
+
+
+def _check_outputs(outputs: np.ndarray, model: LoadedModel, n_prompts: int, what: str) -> None:
+    expected = (model.n_layers, model.n_heads, n_prompts)
+    if outputs.ndim != 4 or outputs.shape[:3] != expected:
+        raise InterpError(
+            f"{what} must be [n_layers, n_heads, n_prompts, d_head] = {expected} + (d,), got {outputs.shape}."
+        )
 
 
 def _hash(labels: np.ndarray) -> str:
