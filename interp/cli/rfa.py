@@ -34,9 +34,11 @@ def experiment(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Test error vs number of samples for RFA (zero / non-zero mean) and the RF-MLP at equal feature counts."""
-    from interp.rfa.experiment import RFAExperimentConfig, run_experiment
+    from interp.rfa.experiment import RFAExperimentConfig, require_matplotlib, run_experiment
 
     config = cast(RFAExperimentConfig, RFAExperimentConfig.from_strings(parse_options(options)))
+    if figure:
+        require_matplotlib()  # fail before the run, not after it
     result = run_experiment(config, progress)
     result.save(out, figure=figure)
     n_max = max(config.sample_sizes)

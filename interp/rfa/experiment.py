@@ -166,8 +166,7 @@ class ExperimentResult:
     # ---- plots and files --------------------------------------------------------------------------------
     def plot(self, path: str | Path | None = None, title: str | None = None) -> Any:
         """Test error vs n, one panel per target (matplotlib); saved as PNG when path is given."""
-        import matplotlib
-
+        matplotlib = require_matplotlib()
         if path is not None:
             matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
@@ -236,6 +235,17 @@ class ExperimentResult:
             raise InterpError(f"No experiment results at {path}; run `interp rfa experiment --out {folder}`.")
         data = json.loads(path.read_text(encoding="utf-8"))
         return cls(pd.DataFrame(data["rows"]), data["config"], data["provenance"])
+
+
+def require_matplotlib():  # type: ignore[no-untyped-def]
+    """matplotlib, or a clear error saying how to get it (it is an optional, dev-extra dependency)."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise InterpError(
+            'The experiment figure needs matplotlib: pip install matplotlib (or "interp[dev]"), or pass --no-figure.'
+        ) from None
+    return matplotlib
 
 
 def run_experiment(config: RFAExperimentConfig | None = None, progress: Progress = True) -> ExperimentResult:
