@@ -39,7 +39,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/sweep.py
 
-# Random-feature attention sample-complexity runs recorded in docs/random_features.md (~10 min on 2 shared cores).
+# Random-feature attention sample-complexity runs recorded in docs/random_features.md (~50 min on 2 busy shared cores).
 RFA_OUT ?= docs/random_features
 rfa-experiment: $(STAMP)
 	$(BIN)/python -m interp rfa experiment --out $(RFA_OUT)/d4_n4_relu
