@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip
 MODEL ?= default
 
-.PHONY: install app test lint format bench clean-cache icl-experiment
+.PHONY: install app test lint format bench clean-cache icl-experiment rfa-experiment
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,14 @@ bench: $(STAMP)
 # (about 20 minutes on 2 shared CPU cores; see docs/icl_regression.md).
 icl-experiment: $(STAMP)
 	PY=$(BIN)/python scripts/icl_experiment.sh
+
+# Random-feature attention sample-complexity runs recorded in docs/random_features.md (~50 min on 2 busy shared cores).
+RFA_OUT ?= docs/random_features
+rfa-experiment: $(STAMP)
+	$(BIN)/python -m interp rfa experiment --out $(RFA_OUT)/d4_n4_relu
+	$(BIN)/python -m interp rfa experiment --out $(RFA_OUT)/d8_n8_relu --set dim=8 --set n_keys=8 --set n_heads=128 \
+		--set sample_sizes=32,64,128,256,512,1024,2048,4096
+	$(BIN)/python -m interp rfa experiment --out $(RFA_OUT)/d4_n4_softmax --set attention=softmax
 
 clean-cache:
 	rm -rf $${INTERP_CACHE_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/interp}
