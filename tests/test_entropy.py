@@ -139,7 +139,7 @@ def test_bad_options_and_wrong_results(tiny_gpt2: interp.LoadedModel) -> None:
 def test_default_model_all_heads(default_model: interp.LoadedModel) -> None:
     prompts = interp.load_prompts("short")
     result = interp.scan("entropy", default_model, prompts, progress=False)
-    raw, norm = entropy_grids(result)
+    _, norm = entropy_grids(result)
     assert result.scores.shape == (30, 9)
     assert not np.isnan(result.scores).any()
     assert np.all((norm >= 0) & (norm <= 1 + 1e-9))

@@ -56,16 +56,16 @@ class ExperimentConfig(Config):
 
     n_layer: int = 4
     n_head: int = 4
-    d_model: int = 128
-    n_ctx: int = 128
+    d_model: int = 64
+    n_ctx: int = 64
     batch_size: int = 32
-    steps: int = 600
+    steps: int = 2000
     lr: float = 2e-3
     min_lr: float = 2e-4
-    warmup: int = 60
+    warmup: int = 100
     weight_decay: float = 0.1
     grad_clip: float = 1.0
-    eval_every: int = 100
+    eval_every: int = 250
     eval_windows: int = 64
     """Held-out windows of n_ctx characters for the validation loss and the entropy profile."""
     val_fraction: float = 0.1
@@ -310,6 +310,7 @@ def run_experiment(
         t0 = time.perf_counter()
         env_start = environment()
         results = [train_variant(name, cfg, data, progress)[0] for name in cfg.variants]
+        env_end = environment()
     finally:
         torch.set_num_threads(threads)
     record = {
@@ -321,7 +322,7 @@ def run_experiment(
             "train_chars": len(data.train),
             "val_chars": len(data.val),
         },
-        "environment": {"start": env_start, "end": environment()},
+        "environment": {"start": env_start, "end": env_end},
         "provenance": make_provenance(None, seed=cfg.seed),
         "total_seconds": round(time.perf_counter() - t0, 1),
         "variants": [r.summary(cfg) for r in results],
