@@ -158,6 +158,7 @@ class VariantResult:
     val_loss: float
     train_loss: float
     seconds: float
+    cpu_seconds: float
     steps_done: int
     diverged: bool
     history: list[dict[str, float]] = field(default_factory=list)
@@ -172,6 +173,7 @@ class VariantResult:
             "val_bpc": self.val_loss / math.log(2),
             "train_loss": self.train_loss,
             "seconds": round(self.seconds, 1),
+            "cpu_seconds": round(self.cpu_seconds, 1),
             "steps": self.steps_done,
             "diverged": self.diverged,
         }
@@ -230,7 +232,8 @@ def train_variant(
     gen = torch.Generator().manual_seed(cfg.seed)  # same batches for every variant
     vx, vy = data.val_windows(cfg.eval_windows, cfg.n_ctx)
     history: list[dict[str, float]] = []
-    t0, train_loss, diverged, step = time.perf_counter(), math.nan, False, 0
+    # Wall time on a shared machine depends on the load; process CPU time says what the work itself costs.
+    t0, cpu0, train_loss, diverged, step = time.perf_counter(), time.process_time(), math.nan, False, 0
     for step in progress_iter(range(cfg.steps), progress, desc=name, total=cfg.steps):
         for group in opt.param_groups:
             group["lr"] = _lr(step, cfg)
@@ -258,12 +261,15 @@ def train_variant(
                     "seconds": round(time.perf_counter() - t0, 1),
                 }
             )
-    seconds = time.perf_counter() - t0
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
     val_loss, ent = evaluate(model, vx, vy)
     scores = None if diverged else _entropy_scores(name, cfg, ent)
     theta = reg.theta.detach().tolist() if reg is not None else None
     steps_done = step if diverged else cfg.steps
-    return VariantResult(name, val_loss, train_loss, seconds, steps_done, diverged, history, scores, theta), model
+    result = VariantResult(
+        name, val_loss, train_loss, seconds, cpu_seconds, steps_done, diverged, history, scores, theta
+    )
+    return result, model
 
 
 def _entropy_scores(name: str, cfg: ExperimentConfig, ent: np.ndarray) -> HeadScores:
@@ -307,10 +313,11 @@ def run_experiment(
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         env_start = environment()
         results = [train_variant(name, cfg, data, progress)[0] for name in cfg.variants]
         env_end = environment()
+        cpu_total = time.process_time() - cpu0
     finally:
         torch.set_num_threads(threads)
     record = {
@@ -325,6 +332,7 @@ def run_experiment(
         "environment": {"start": env_start, "end": env_end},
         "provenance": make_provenance(None, seed=cfg.seed),
         "total_seconds": round(time.perf_counter() - t0, 1),
+        "total_cpu_seconds": round(cpu_total, 1),
         "variants": [r.summary(cfg) for r in results],
         "history": {r.name: r.history for r in results},
         "theta": {r.name: r.theta for r in results if r.theta is not None},
