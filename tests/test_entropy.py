@@ -137,7 +137,7 @@ def test_bad_options_and_wrong_results(tiny_gpt2: interp.LoadedModel) -> None:
 
 @pytest.mark.default_model
 def test_default_model_all_heads(default_model: interp.LoadedModel) -> None:
-    prompts = interp.load_prompts("short")
+    prompts = interp.load_prompts("short", limit=4)
     result = interp.scan("entropy", default_model, prompts, progress=False)
     _, norm = entropy_grids(result)
     assert result.scores.shape == (30, 9)
