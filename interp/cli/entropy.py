@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.table import Table
 
-from interp.cli import _table, console, friendly_errors, parse_options
+from interp.cli import console, friendly_errors, parse_options
 from interp.errors import InterpError
 
 entropy_app = typer.Typer(help="Attention entropy: collapse/overload report and the LayerNorm-free experiment.")
@@ -52,7 +53,13 @@ def report(
     ]
     cols = ["layer", "heads", "collapsed", "normal", "overloaded", "% overloaded", "mean H/Hmax", "mean H (nats)"]
     title = f"Entropy classes for {rep.result.model} (collapse < {collapse:g}, overload > {overload:g} of max)"
-    console.print(_table(title, cols, rows))
+    console.print(f"[bold]{title}[/]", highlight=False)
+    out = Table()
+    for col in cols:
+        out.add_column(col)
+    for row in rows:
+        out.add_row(*map(str, row))
+    console.print(out)
     totals = rep.totals()
     console.print(
         f"All {totals['heads']} heads: {totals['collapsed']} collapsed ({totals['frac_collapsed']:.1%}), "
