@@ -104,6 +104,11 @@ def test_query_mask_and_layers() -> None:
     only_last = torch.tensor([[False, False, True]])
     expected = sum(max(0.0, abs(_h(ROWS[h][2]) - t * E_MAX) - TOL) ** 2 for h, t in enumerate(_theta())) / 2
     assert reg.penalty([pat], only_last).item() == pytest.approx(expected, abs=1e-12)
+    # A second sequence whose rows are all masked out changes nothing, for every `per`.
+    pair, mask = torch.cat([pat, pat.flip(1)]), torch.tensor([[True, True, True], [False, False, False]])
+    for per in ("row", "sequence", "head"):
+        one = _reg(per=per).penalty([pat]).item()
+        assert _reg(per=per).penalty([pair], mask).item() == pytest.approx(one, abs=1e-12)
     two = EntropyRegularizer(2, 2).double()
     # Two identical layers with the same theta: the mean over layers equals one layer's penalty.
     assert two.penalty([pat, pat]).item() == pytest.approx(EntropyRegularizer(1, 2).double().penalty([pat]).item())

@@ -88,7 +88,9 @@ class EntropyRegularizer(nn.Module):
             f"margin={self.margin}, per={self.per}, reduction={self.reduction}"
         )
 
-    def penalty(self, patterns: Sequence[torch.Tensor] | torch.Tensor, query_mask: torch.Tensor | None = None):
+    def penalty(
+        self, patterns: Sequence[torch.Tensor] | torch.Tensor, query_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The unweighted penalty (a scalar tensor): mean over layers and heads.
 
         patterns: one [batch, n_heads, q, k] attention-probability tensor per layer (or one stacked tensor
@@ -106,7 +108,9 @@ class EntropyRegularizer(nn.Module):
         """lam * penalty: the term to add to the language-modelling loss."""
         return self.lam * self.penalty(patterns, query_mask)
 
-    def _layer_penalty(self, pattern: torch.Tensor, theta: torch.Tensor, query_mask: torch.Tensor | None):
+    def _layer_penalty(
+        self, pattern: torch.Tensor, theta: torch.Tensor, query_mask: torch.Tensor | None
+    ) -> torch.Tensor:
         # pattern: [batch, n_heads, q, k]; theta: [n_heads]
         if pattern.ndim != 4 or pattern.shape[1] != self.n_heads:
             raise InterpError(f"Expected attention patterns [batch, {self.n_heads}, q, k], got {tuple(pattern.shape)}.")
@@ -114,10 +118,11 @@ class EntropyRegularizer(nn.Module):
         ent = entropy(pattern)  # [batch, n_heads, q]
         weight = torch.ones_like(ent[:, 0]) if query_mask is None else query_mask.to(ent.dtype)  # [batch, q]
         if self.per == "sequence":
-            ent = (ent * weight[:, None]).sum(-1, keepdim=True) / weight.sum(-1)[:, None, None]  # [batch, heads, 1]
-            weight = torch.ones_like(ent[:, 0])
+            rows = weight.sum(-1)  # [batch]; a sequence with no counted row drops out
+            ent = (ent * weight[:, None]).sum(-1, keepdim=True) / rows.clamp_min(1)[:, None, None]  # [batch, heads, 1]
+            weight = (rows > 0).to(ent.dtype)[:, None]
         elif self.per == "head":
-            ent = (ent * weight[:, None]).sum((0, 2), keepdim=True) / weight.sum()  # [1, heads, 1]
+            ent = (ent * weight[:, None]).sum((0, 2), keepdim=True) / weight.sum().clamp_min(1)  # [1, heads, 1]
             weight = torch.ones_like(ent[:, 0])
         dev = ent - theta[None, :, None] * e_max  # [units, heads, rows]
         tol = self.gamma * e_max
@@ -127,5 +132,5 @@ class EntropyRegularizer(nn.Module):
             pen = torch.where(dev.abs() > tol, dev**2, torch.zeros_like(dev))
         pen = (pen * weight[:, None]).sum((0, 2))  # [heads]
         if self.reduction == "mean":
-            pen = pen / weight.sum()
+            pen = pen / weight.sum().clamp_min(1)
         return pen.mean()
