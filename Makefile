@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip
 MODEL ?= default
 
-.PHONY: install app test lint format bench clean-cache icl-experiment rfa-experiment
+.PHONY: install app test lint format bench clean-cache icl-experiment rfa-experiment entropy-experiment
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,3 +54,7 @@ rfa-experiment: $(STAMP)
 
 clean-cache:
 	rm -rf $${INTERP_CACHE_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/interp}
+
+# The LayerNorm-free entropy experiment (docs/entropy.md): four small char GPTs on CPU, ~25-30 min on 2 cores.
+entropy-experiment: $(STAMP)
+	nice -n 10 $(BIN)/python -m interp.entropy.experiment --out docs/entropy
