@@ -72,6 +72,8 @@ def runs() -> dict[str, sup.Run]:
 
 def add_run(run: sup.Run, show: bool = True) -> str:
     label = f"#{len(runs()) + 1} {run.origin}: {sup.describe_result(run.result)}"
+    if runs():  # Compare starts on the two newest results
+        st.session_state.cmp_a, st.session_state.cmp_b = list(runs())[-1], label
     runs()[label] = run
     if show:
         st.session_state.shown = label
