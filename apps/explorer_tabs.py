@@ -71,7 +71,9 @@ def runs() -> dict[str, sup.Run]:
 
 
 def add_run(run: sup.Run, show: bool = True) -> str:
-    label = f"#{len(runs()) + 1} {run.origin}: {sup.describe_result(run.result)}"
+    state = st.session_state
+    state.run_count = state.get("run_count", 0) + 1
+    label = f"#{state.run_count} {run.origin}: {sup.describe_result(run.result)}"
     if runs():  # Compare starts on the two newest results
         st.session_state.cmp_a, st.session_state.cmp_b = list(runs())[-1], label
     runs()[label] = run
@@ -156,8 +158,13 @@ def quick_look(model: interp.LoadedModel, spec: str, prompts: list[str], templat
         if (spec, used, template) not in seen:
             seen.add((spec, used, template))
             shown = current_run()
-            # Show it unless the user is looking at a result of this same model already.
-            add_run(sup.Run(result, used, None, "quick look"), show=shown is None or shown.result.model != model.name)
+            # Show it unless the user is looking at a scan of this same model; it replaces the quick look of
+            # this model on other prompts.
+            show = shown is None or shown.result.model != model.name or shown.origin == "quick look"
+            for label, old in list(runs().items()):
+                if old.origin == "quick look" and old.result.model == result.model:
+                    del runs()[label]
+            add_run(sup.Run(result, used, None, "quick look"), show=show)
         return result
     return None
 
@@ -464,6 +471,8 @@ def intervene_tab(model: interp.LoadedModel, spec: str, prompts: Prompts) -> Non
         c1.container(border=True).text(out["base"])
         c2.markdown("**Intervened**")
         c2.container(border=True).text(out["changed"])
+        if out["base"] == out["changed"]:
+            st.caption("The generated text is the same; the next-token distribution below still shows what moved.")
         st.metric("KL(base ‖ intervened), next token", f"{out['kl']:.4g} nats")
         st.dataframe(
             out["table"],

@@ -124,16 +124,22 @@ def test_scan_select_head_ablate_in_chromium(app_url: str) -> None:
 
 
 def shot(page, name: str) -> None:
-    page.wait_for_timeout(800)  # let plotly finish drawing
+    """Screenshot once the script run has finished (no "Running…" status) and plotly has drawn."""
+    page.wait_for_timeout(500)
+    page.wait_for_selector("[data-testid='stStatusWidget']", state="detached")
+    page.wait_for_timeout(800)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
 
 
 def run_user_story(page, url: str, expect) -> None:
+    started = time.time()
     page.goto(url)
     # First page: model facts and the one-pass quick look (attention entropy), with no user action.
     expect(page.get_by_text("Head explorer").first).to_be_visible()
-    expect(page.get_by_text("Quick look (one forward pass per prompt)")).to_be_visible()
     expect(page.locator("[data-testid='stMetricLabel']", has_text="Layers")).to_be_visible()
+    expect(page.get_by_text("Quick look (one forward pass per prompt)")).to_be_visible()
+    expect(page.get_by_role("combobox", name="Selected head")).to_be_visible()
+    timings = {"first page useful (s)": time.time() - started}
     shot(page, "1-first-page")
 
     # A small scan (one prompt keeps it inside the CI budget), with its progress bar.
@@ -141,8 +147,10 @@ def run_user_story(page, url: str, expect) -> None:
     limit.fill("1")
     limit.press("Enter")
     expect(page.get_by_text("1 prompt(s) in use.")).to_be_visible()
+    started = time.time()
     page.get_by_role("button", name="Run scan").click()
     expect(page.get_by_text("Scanned ")).to_be_visible()
+    timings["scan, 1 prompt (s)"] = time.time() - started
     expect(page.get_by_text(f"ablation-kl — {NAMES.get(MODEL, MODEL)}")).to_be_visible()  # the heatmap's title
     shot(page, "2-scan-result")
 
@@ -162,11 +170,17 @@ def run_user_story(page, url: str, expect) -> None:
     tokens = page.get_by_role("spinbutton", name="New tokens")
     tokens.fill("12")
     tokens.press("Enter")
+    started = time.time()
     page.get_by_role("button", name="Run intervention").click()
     expect(page.get_by_text(f"zero on {HEAD}")).to_be_visible()
     expect(page.get_by_text("KL(base ‖ intervened), next token")).to_be_visible()
+    timings["intervention, 12 tokens (s)"] = time.time() - started
     shot(page, "4-intervention")
 
     page.get_by_role("tab", name="Export").click()
     expect(page.get_by_text("interp scan ablation-kl").first).to_be_visible()
     shot(page, "5-export")
+    load = os.getloadavg()[0]
+    lines = [f"{k}: {v:.1f}" for k, v in timings.items()] + [f"model: {MODEL}", f"load average (1 min): {load:.1f}"]
+    (ARTIFACTS / "timings.txt").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
