@@ -271,15 +271,12 @@ def load_saved() -> None:
         add_run(sup.Run(result, None, None, "file"))
 
 
-def pick_head_from_chart(event: Any, result: interp.HeadScores) -> None:
-    """A click on a heatmap cell selects that head (applied once per new click)."""
-    points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) else []
-    if not points:
-        points = getattr(getattr(event, "selection", None), "points", None) or []
+def pick_head_from_chart(event: Any) -> None:
+    """A click on a heatmap cell (x = head, y = layer) selects that head, once per new click."""
+    points = event.get("selection", {}).get("points", []) if event else []
     if not points:
         return
-    point = points[0]
-    label = f"L{int(point['y'])}H{int(point['x'])}"
+    label = f"L{int(points[0]['y'])}H{int(points[0]['x'])}"
     if st.session_state.get("_clicked") != label:
         st.session_state._clicked = label
         st.session_state.head = label
@@ -311,10 +308,10 @@ def scores_tab(model: interp.LoadedModel, spec: str, prompts: Prompts) -> None:
         if result.scores.shape != (model.n_layers, model.n_heads):
             st.warning(f"This result is for {result.model} ({result.n_layers}x{result.n_heads}), not the loaded model.")
             return
-        pick_head_from_chart(event, result)
+        pick_head_from_chart(event)
         labels_all = [h.label for h in model.heads()]
         if st.session_state.get("head") not in labels_all:
-            st.session_state.head = result.top_heads(1)[0].label
+            st.session_state.head = next((h.label for h in result.top_heads(1)), labels_all[0])
         st.selectbox(
             "Selected head (or click a cell)", labels_all, key="head", help="Opens in Head detail and Intervene"
         )
