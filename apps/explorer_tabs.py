@@ -304,7 +304,9 @@ def scores_tab(model: interp.LoadedModel, spec: str, prompts: Prompts) -> None:
                 "Quick look (one forward pass per prompt): normalized attention entropy, 0 = each query attends to one "
                 "token, 1 = uniform attention. Run an analyzer on the left for intervention-based scores."
             )
-        event = st.plotly_chart(result.heatmap(), key="heatmap", on_select="rerun", selection_mode="points")
+        event = st.plotly_chart(
+            sup.clickable_heatmap(result), key="heatmap", on_select="rerun", selection_mode="points"
+        )
         if result.scores.shape != (model.n_layers, model.n_heads):
             st.warning(f"This result is for {result.model} ({result.n_layers}x{result.n_heads}), not the loaded model.")
             return

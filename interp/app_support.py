@@ -390,6 +390,35 @@ def pattern_figure(pattern: np.ndarray, tokens: Sequence[str], title: str) -> go
     return fig
 
 
+def clickable_heatmap(result: HeadScores) -> go.Figure:
+    """result.heatmap() with an invisible marker on every cell, so a click selects a head.
+
+    Plotly heatmaps do not emit selection events; scatter points do. The markers also carry the hover text (head
+    label and exact value) and the heatmap's own hover is switched off, so the pointer always lands on a marker.
+    """
+    import plotly.graph_objects as go
+
+    fig = result.heatmap()
+    layer, head = np.meshgrid(np.arange(result.n_layers), np.arange(result.n_heads), indexing="ij")
+    values = [f"{v:.6g}" if not math.isnan(v) else "not scored" for v in result.scores.ravel()]
+    fig.update_traces(hoverinfo="skip", hovertemplate=None, selector={"type": "heatmap"})
+    fig.add_trace(
+        go.Scatter(
+            x=head.ravel(),
+            y=layer.ravel(),
+            mode="markers",
+            marker={"size": 12, "opacity": 0},
+            selected={"marker": {"opacity": 0}},
+            unselected={"marker": {"opacity": 0}},
+            customdata=np.stack([[f"L{a}H{b}" for a, b in zip(layer.ravel(), head.ravel(), strict=True)], values], -1),
+            hovertemplate="%{customdata[0]}: %{customdata[1]}<extra></extra>",
+            showlegend=False,
+        )
+    )
+    fig.update_layout(hovermode="closest", hoverdistance=-1, clickmode="event+select")
+    return fig
+
+
 def per_prompt_frame(result: HeadScores, head: Head, prompts: Sequence[str] | None) -> pd.DataFrame | None:
     """The head's score on each prompt (None when the result kept no per-prompt scores)."""
     if result.per_prompt is None:

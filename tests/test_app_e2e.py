@@ -36,6 +36,7 @@ FLAGS = [
     "--disable-sync",
 ]
 NAMES = {"default": "smollm2-135m-instruct"}
+SHAPES = {"default": (30, 9)}  # layers, heads (tiny models: 3 x 4)
 HEAD = {"default": "L1H5"}.get(MODEL, "L1H3")  # L1H5: the default model's top ablation-kl head on short prompts
 SLOW = 900_000  # ms: a scan of the default model on a shared, loaded 2-core machine can take minutes
 
@@ -144,7 +145,7 @@ def run_user_story(page, url: str, expect) -> None:
 
     # A small scan (one prompt, raw template: ~8 tokens instead of the chat template's ~37, keeps it inside the CI
     # budget), with its progress bar.
-    page.get_by_role("combobox", name="Template").click()
+    page.get_by_test_id("stSidebar").get_by_role("combobox", name="Template").click()
     page.get_by_role("option", name="raw", exact=True).click()
     limit = page.get_by_role("spinbutton", name="Use the first N of 8")
     limit.fill("1")
@@ -158,9 +159,14 @@ def run_user_story(page, url: str, expect) -> None:
     shot(page, "2-scan-result")
 
     # Select a head and look at it.
-    page.get_by_role("combobox", name="Selected head").click()
-    page.keyboard.type(HEAD)  # filters the list (it is virtualized: far options are not in the page)
-    page.get_by_role("option", name=HEAD, exact=True).click()
+    # Select a head by clicking its heatmap cell (layer 0 is the top row), as a user would.
+    n_layers, n_heads = SHAPES.get(MODEL, (3, 4))
+    layer, head = (int(x) for x in HEAD[1:].split("H"))
+    cells = page.locator(".js-plotly-plot").first.locator("rect.nsewdrag").first.bounding_box()  # the plot area
+    page.mouse.click(
+        cells["x"] + cells["width"] * (head + 0.5) / n_heads, cells["y"] + cells["height"] * (layer + 0.5) / n_layers
+    )
+    expect(page.get_by_role("combobox", name="Selected head")).to_have_value(HEAD)
     page.get_by_role("tab", name="Head detail").click()
     expect(page.get_by_role("heading", name=f"Head {HEAD}")).to_be_visible()
     expect(page.get_by_text("Tokens it attends to most")).to_be_visible()
