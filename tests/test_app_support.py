@@ -252,3 +252,14 @@ def test_agreement_and_difference_figure():
         sup.agreement(a, other)
     with pytest.raises(InterpError, match="same layers and heads"):
         sup.difference_figure(a, other)
+
+
+def test_clickable_heatmap_has_one_marker_per_head_with_the_exact_value():
+    scores = np.arange(12.0).reshape(3, 4) / 7
+    scores[2, 3] = np.nan
+    fig = sup.clickable_heatmap(interp.HeadScores(scores, "m", "x"))
+    heat, markers = fig.data
+    assert heat.hoverinfo == "skip" and markers.type == "scatter"
+    assert (markers.x[6], markers.y[6]) == (2, 1)  # layer-major: cell 6 is L1H2
+    assert list(markers.customdata[6]) == ["L1H2", f"{6 / 7:.6g}"]
+    assert list(markers.customdata[11]) == ["L2H3", "not scored"]
