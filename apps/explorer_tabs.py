@@ -368,6 +368,7 @@ def detail_tab(model: interp.LoadedModel, spec: str, prompts: Prompts, quick: in
                 help=f"raw {raw:.3f} nats; mean over {quick.per_prompt.shape[0]} prompt(s)",
             )
         st.markdown("**Tokens it attends to most**")
+    with right, friendly():
         if pattern is not None:
             top = sup.top_attended(pattern, tokens, 8)
             st.dataframe(

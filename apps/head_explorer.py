@@ -7,6 +7,7 @@ Run with `make app`, `interp app --model M` (binds to 127.0.0.1), or
 from __future__ import annotations
 
 import sys
+import threading
 from pathlib import Path
 
 import streamlit as st
@@ -24,6 +25,13 @@ LOCAL_PATH = "Local path…"
 @st.cache_resource(show_spinner="Loading model… (the first load of the default model converts it: ~1 min)")
 def get_model(spec: str) -> interp.LoadedModel:
     return interp.load_model(spec)
+
+
+@st.cache_resource(show_spinner=False)
+def model_lock(spec: str) -> threading.RLock:
+    """One lock per loaded model: hooks live on the shared model object, so two browser sessions must not run
+    forward passes on it at the same time (one session's intervention would leak into the other's scan)."""
+    return threading.RLock()
 
 
 @st.cache_resource(show_spinner=False)
@@ -77,8 +85,12 @@ def main() -> None:
     tabs.model_facts(model)
     if prompts is None:
         return
-    template = prompts.template
-    quick = tabs.quick_look(model, spec, prompts.prompts, template)
+    with model_lock(spec):
+        pages(model, spec, prompts)
+
+
+def pages(model: interp.LoadedModel, spec: str, prompts: tabs.Prompts) -> None:
+    quick = tabs.quick_look(model, spec, prompts.prompts, prompts.template)
     scores, detail, playground, compare, export = st.tabs(
         [
             ":material/grid_on: Scores",

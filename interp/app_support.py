@@ -286,6 +286,9 @@ def attention_pattern(
     batch = model.tokenize([prompt], template)  # one prompt: no padding, positions are the prompt's own
     name = pattern_name(head.layer)
     pattern = capture(model, batch, [name], reduce=lambda t: t[0, head.head].float())[name]  # [q, k]
+    n = batch.input_ids.shape[1]
+    if tuple(pattern.shape) != (n, n):  # e.g. another thread's forward pass ran through the same hooks
+        raise InterpError(f"{name} gave a {tuple(pattern.shape)} pattern for a {n}-token prompt; run it again.")
     return pattern.cpu().numpy(), token_labels(model, batch.input_ids[0])
 
 
