@@ -419,6 +419,9 @@ def clickable_heatmap(result: HeadScores) -> go.Figure:
         )
     )
     fig.update_layout(hovermode="closest", hoverdistance=-1, clickmode="event+select")
+    # Pin the axes to the cells: autorange would pad for the markers and shift rows against the heatmap.
+    fig.update_xaxes(range=[-0.5, result.n_heads - 0.5], autorange=False)
+    fig.update_yaxes(range=[result.n_layers - 0.5, -0.5], autorange=False)
     return fig
 
 

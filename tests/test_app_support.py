@@ -263,3 +263,4 @@ def test_clickable_heatmap_has_one_marker_per_head_with_the_exact_value():
     assert (markers.x[6], markers.y[6]) == (2, 1)  # layer-major: cell 6 is L1H2
     assert list(markers.customdata[6]) == ["L1H2", f"{6 / 7:.6g}"]
     assert list(markers.customdata[11]) == ["L2H3", "not scored"]
+    assert tuple(fig.layout.xaxis.range) == (-0.5, 3.5) and tuple(fig.layout.yaxis.range) == (2.5, -0.5)
