@@ -24,6 +24,7 @@ from interp.prompts import TEMPLATES, builtin_sets
 from interp.scores import check_applicable
 
 QUICK_LOOK_MAX_PROMPTS = 8
+EMPTY = "(no text: the model ended its answer at once)"
 KIND_HELP = {
     "zero": "zero — ablate: the head's output is set to 0",
     "mean": "mean — ablate: the head's output is its mean over reference prompts",
@@ -468,9 +469,9 @@ def intervene_tab(model: interp.LoadedModel, spec: str, prompts: Prompts) -> Non
         st.markdown(f"**{out['what']}** · prompt: _{out['prompt']}_")
         c1, c2 = st.columns(2)
         c1.markdown("**Base**")
-        c1.container(border=True).text(out["base"])
+        c1.container(border=True).text(out["base"] or EMPTY)
         c2.markdown("**Intervened**")
-        c2.container(border=True).text(out["changed"])
+        c2.container(border=True).text(out["changed"] or EMPTY)
         if out["base"] == out["changed"]:
             st.caption("The generated text is the same; the next-token distribution below still shows what moved.")
         st.metric("KL(base ‖ intervened), next token", f"{out['kl']:.4g} nats")

@@ -173,7 +173,10 @@ def run_user_story(page, url: str, expect) -> None:
     expect(page.get_by_text("Entropy class")).to_be_visible()
     shot(page, "3-head-detail")
 
-    # Ablate it: base and intervened generations side by side, and the next-token table.
+    # Ablate it: base and intervened generations side by side, and the next-token table (back on the chat
+    # template, under which the instruct model answers).
+    page.get_by_test_id("stSidebar").get_by_role("combobox", name="Template").click()
+    page.get_by_role("option", name="auto", exact=True).click()
     page.get_by_role("tab", name="Intervene").click()
     expect(page.get_by_role("textbox", name="Heads (comma-separated)", exact=True)).to_have_value(HEAD)
     tokens = page.get_by_role("spinbutton", name="New tokens")
