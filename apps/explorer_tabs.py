@@ -245,7 +245,7 @@ def scan_form(model: interp.LoadedModel, spec: str, prompts: Prompts) -> None:
                 if not images:
                     raise InterpError(f'"{name}" needs images: upload at least one above.')
                 values.update({f: image_dir(images) for f in image_fields})
-            config = sup.build_config(info, values)
+            config = info.make_config(values)
             bar = st.progress(0.0, text=f"{name}: starting…")
 
             def progress(done: int, total: int) -> None:

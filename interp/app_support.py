@@ -41,7 +41,6 @@ from interp.results import HeadScores
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
-    from interp.scores import MetricInfo
 
 MODEL_ENV = "INTERP_APP_MODEL"
 """Environment variable naming the model the app loads on start (used when no --model is given)."""
@@ -153,11 +152,6 @@ def config_fields(config_cls: type[Config]) -> list[FieldSpec]:
         choices = get_args(inner) if kind == "choice" else ()
         specs.append(FieldSpec(f.name, kind, default, choices, optional, help_text))
     return specs
-
-
-def build_config(info: MetricInfo, values: Mapping[str, Any]) -> Config:
-    """A validated config from form values (typed for choice/bool/int/float, strings for the rest)."""
-    return info.make_config(dict(values))
 
 
 def changed_options(config: Config) -> dict[str, Any]:

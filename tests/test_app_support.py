@@ -70,24 +70,24 @@ def test_config_fields_turn_annotations_into_widgets():
     assert specs["layers"].text_default == "1,2"
 
 
-def test_ablation_config_form_and_build_config_round_trip():
+def test_ablation_config_form_round_trip():
     info = interp.get_metric("ablation-kl")
     specs = {s.name: s for s in sup.config_fields(info.config_cls)}
     assert specs["kind"].choices == ("zero", "mean", "resample", "uniform", "scale")
     assert 'kind="scale"' in specs["alpha"].help
-    config = sup.build_config(info, {"kind": "scale", "alpha": 2.0, "batch_size": 8})
+    config = info.make_config({"kind": "scale", "alpha": 2.0, "batch_size": 8})
     assert (config.kind, config.alpha, config.batch_size) == ("scale", 2.0, 8)
     assert sup.changed_options(config) == {"kind": "scale", "alpha": 2.0, "batch_size": 8}
     with pytest.raises(InterpError, match="choose one of"):
-        sup.build_config(info, {"kind": "nope"})
+        info.make_config({"kind": "nope"})
     with pytest.raises(InterpError, match="batch_size"):
-        sup.build_config(info, {"batch_size": 0})
+        info.make_config({"batch_size": 0})
 
 
 def test_scan_command_reproduces_the_app_result(tmp_path, monkeypatch):
     model = interp.load_model("tiny-llama")
     info = interp.get_metric("ablation-kl")
-    config = sup.build_config(info, {"kind": "uniform", "batch_size": 5})
+    config = info.make_config({"kind": "uniform", "batch_size": 5})
     app_result = interp.run_metric("ablation-kl", model, interp.load_prompts("short", 2), config=config, progress=False)
     out = tmp_path / "r.json"
     command = sup.scan_command("ablation-kl", "tiny-llama", "short", sup.changed_options(config), limit=2, out=str(out))
