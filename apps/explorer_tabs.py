@@ -230,10 +230,12 @@ def scan_form(model: interp.LoadedModel, spec: str, prompts: Prompts) -> None:
             if field.name in image_fields:
                 st.caption(f"{field.name}: the uploaded images")
                 continue
-            default = prompts.template if field.name == "template" and field.kind == "choice" else field.default
-            if default not in field.choices and field.kind == "choice":
-                default = field.default
-            values[field.name] = field_widget(field, f"opt-{name}-{field.name}", default)
+            key, default = f"opt-{name}-{field.name}", field.default
+            if field.name == "template" and field.kind == "choice" and prompts.template in field.choices:
+                default = prompts.template
+                if st.session_state.get(f"_{key}") != default:  # the sidebar's template changed: follow it
+                    st.session_state[f"_{key}"] = st.session_state[key] = default
+            values[field.name] = field_widget(field, key, default)
         submitted = st.form_submit_button("▶ Run scan", type="primary", disabled=blocked, width="stretch")
     st.caption(
         f"{len(prompts.prompts)} prompt(s) × {model.n_layers * model.n_heads} heads; "

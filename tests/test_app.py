@@ -123,20 +123,25 @@ def test_prompts_from_set_paste_and_upload(monkeypatch):
 # ---- 3. scores --------------------------------------------------------------------------------------------
 def test_scan_form_runs_the_metric_and_shows_its_heatmap_and_top_heads(monkeypatch, tiny_llama):
     at = start(monkeypatch)
+    at.selectbox(key="template").set_value("raw").run()  # the form's template follows the sidebar's
+    assert at.selectbox(key="opt-ablation-kl-template").value == "raw"
     at.selectbox(key="opt-ablation-kl-kind").set_value("uniform")
     at.number_input(key="opt-ablation-kl-batch_size").set_value(5)
     run_scan_button(at).click().run()
     assert not at.exception and not at.error
     assert texts(at.success) == ["Scanned 12 heads on 2 prompt(s)."]
-    assert at.selectbox(key="shown").value.startswith("#2 scan: ablation-kl · tiny-llama · 2 prompts")
-    expected = interp.run_metric("ablation-kl", tiny_llama, SHORT2, kind="uniform", batch_size=5, progress=False)
+    assert at.selectbox(key="shown").value.startswith(
+        "#3 scan: ablation-kl · tiny-llama · 2 prompts"
+    )  # #2: raw quick look
+    expected = interp.run_metric(
+        "ablation-kl", tiny_llama, SHORT2, kind="uniform", batch_size=5, template="raw", progress=False
+    )
     top = at.dataframe[0].value
     assert top["label"].tolist() == expected.top(10)["label"].tolist()
     np.testing.assert_allclose(top["score"], expected.top(10)["score"], rtol=1e-6)
     # Export shows the command that reproduces it.
-    command = (
-        "interp scan ablation-kl --model tiny-llama --prompts short --limit 2 --set kind=uniform --set batch_size=5"
-    )
+    command = "interp scan ablation-kl --model tiny-llama --prompts short --limit 2 --set kind=uniform"
+    command += " --set template=raw --set batch_size=5"
     assert f"{command} --out ablation-kl.json" in texts(at.code)
 
 
