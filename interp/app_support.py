@@ -492,32 +492,14 @@ def agreement(a: HeadScores, b: HeadScores, k: int = 10) -> dict[str, float]:
 
 def difference_figure(a: HeadScores, b: HeadScores, title: str = "B − A") -> go.Figure:
     """Layer x head heatmap of b - a on a diverging scale centred at zero; hover shows both values."""
-    import plotly.graph_objects as go
-
     check_comparable(a, b)
-    diff = b.scores - a.scores
+    diff = HeadScores(b.scores - a.scores, "B − A", f"{a.model} vs {b.model}")
     hover = [
         [f"L{layer}H{h}: A={a.scores[layer, h]:.4g}, B={b.scores[layer, h]:.4g}" for h in range(a.n_heads)]
         for layer in range(a.n_layers)
     ]
-    fig = go.Figure(
-        go.Heatmap(
-            z=np.where(np.isnan(diff), None, diff).tolist(),
-            customdata=hover,
-            colorscale="RdBu_r",
-            zmid=0,
-            hovertemplate="%{customdata}<br>B − A = %{z:.6g}<extra></extra>",
-            colorbar={"title": "B − A"},
-        )
-    )
-    fig.update_layout(
-        title=title,
-        xaxis_title="head",
-        yaxis_title="layer",
-        yaxis={"autorange": "reversed", "dtick": 1 if a.n_layers <= 32 else None},
-        xaxis={"dtick": 1 if a.n_heads <= 32 else None},
-        height=max(320, 18 * a.n_layers + 120),
-    )
+    fig = diff.heatmap(title=title, colorscale="RdBu_r")
+    fig.update_traces(zmid=0, customdata=hover, hovertemplate="%{customdata}<br>B − A = %{z:.6g}<extra></extra>")
     return fig
 
 
