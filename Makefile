@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip
 MODEL ?= default
 
-.PHONY: install app test lint format bench clean-cache icl-experiment rfa-experiment entropy-experiment
+.PHONY: install app test lint format bench clean-cache icl-experiment rfa-experiment entropy-experiment e2e-deps
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,7 +24,8 @@ install: $(STAMP)
 app: $(STAMP)
 	$(BIN)/interp app --model $(MODEL)
 
-test: $(STAMP)
+# e2e-deps: Debian's chromium for the app's end-to-end browser test (installed once, only if missing).
+test: $(STAMP) e2e-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
@@ -58,3 +59,10 @@ clean-cache:
 # The LayerNorm-free entropy experiment (docs/entropy.md): four small char GPTs on CPU, ~25-30 min on 2 cores.
 entropy-experiment: $(STAMP)
 	nice -n 10 $(BIN)/python -m interp.entropy.experiment --out docs/entropy
+
+# The app's end-to-end test drives Debian's chromium (tests/test_app_e2e.py); idempotent, root-aware.
+e2e-deps:
+	@if [ -x /usr/bin/chromium ]; then echo "chromium: $$(/usr/bin/chromium --version 2>/dev/null)"; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; \
+	elif command -v sudo >/dev/null; then sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; \
+	else echo "Install Debian's chromium package (apt-get install chromium) to run tests/test_app_e2e.py" >&2; exit 1; fi
