@@ -562,9 +562,10 @@ def export_tab(prompts: Prompts) -> None:
     elif run.origin == "quick look":
         n = len(run.prompts or ())
         st.code(
-            "import interp\nfrom interp.app_support import attention_entropy\n\n"
+            "import interp\n\n"
             f"model = interp.load_model({result.model!r})\n"
-            f"result = attention_entropy(model, interp.load_prompts({prompts.cli_arg!r}, {n}), {prompts.template!r})\n"
+            f"prompts = interp.load_prompts({prompts.cli_arg!r}, {n})\n"
+            f"result = interp.scan(\"entropy\", model, prompts, template={prompts.template!r})\n"
             "print(result.top(10))",
             language="python",
         )

@@ -29,14 +29,16 @@ import pandas as pd
 import torch
 
 from interp.config import Config, _is_optional
+from interp.effects import show_token
+from interp.entropy.report import Thresholds, classify
 from interp.errors import InterpError, PromptError, ResultsFileError
 from interp.heads import Head
-from interp.hooks import HeadIntervention, capture, forward_last, generate, pattern_name
+from interp.hooks import HeadIntervention, capture, pattern_name
 from interp.models import LoadedModel, get_entry, list_models
-from interp.progress import Progress, progress_iter
+from interp.progress import Progress
 from interp.prompts import load_prompts
-from interp.provenance import make_provenance
 from interp.results import HeadScores
+from interp.scores import run_metric
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -45,10 +47,10 @@ if TYPE_CHECKING:
 MODEL_ENV = "INTERP_APP_MODEL"
 """Environment variable naming the model the app loads on start (used when no --model is given)."""
 
-QUICK_LOOK = "attention-entropy"
+QUICK_LOOK = "entropy"
 """Metric name of the one-pass overview the app shows before any scan."""
 
-COLLAPSE, OVERLOAD = 0.1, 0.75
+COLLAPSE, OVERLOAD = Thresholds().collapse, Thresholds().overload
 """Entropy classes as a fraction of the maximum entropy (shared/methods/entropy.md defaults)."""
 
 
@@ -259,14 +261,6 @@ def figure_html(fig: go.Figure) -> str:
 # ---------------------------------------------------------------------------------------------------------
 # Attention patterns and entropy
 # ---------------------------------------------------------------------------------------------------------
-def show_token(text: str) -> str:
-    """A token made visible in a label: newlines, tabs and edge spaces get symbols."""
-    text = text.replace("\n", "⏎").replace("\t", "⇥")
-    if text != text.strip(" "):
-        text = text.replace(" ", "␣")
-    return text or "∅"
-
-
 def token_labels(model: LoadedModel, input_ids: torch.Tensor) -> list[str]:
     """input_ids: [pos] -> one visible label per token."""
     return [show_token(model.tokenizer.decode([int(i)])) for i in input_ids.tolist()]
@@ -286,54 +280,19 @@ def attention_pattern(
     return pattern.cpu().numpy(), token_labels(model, batch.input_ids[0])
 
 
-def _entropy_rows(pattern: torch.Tensor) -> torch.Tensor:
-    """pattern: [1, n_heads, q, k] (one unpadded prompt) -> [2, n_heads]: mean raw and normalized entropy.
-
-    Row i attends to i + 1 keys, so its maximum entropy is log(i + 1); row 0 (always 0) is left out.
-    """
-    p = pattern[0].float()  # [n_heads, q, k]
-    if p.shape[-2] < 2:
-        raise PromptError("Entropy needs prompts of at least 2 tokens.")
-    h = -(p * p.clamp_min(1e-30).log()).sum(-1)[:, 1:]  # [n_heads, q-1]
-    max_h = torch.arange(2, p.shape[-2] + 1, dtype=h.dtype, device=h.device).log()  # [q-1]
-    return torch.stack([h.mean(-1), (h / max_h).mean(-1)])
-
-
 def attention_entropy(
     model: LoadedModel, prompts: Sequence[str], template: str = "auto", progress: Progress = False
 ) -> HeadScores:
-    """Normalized attention entropy of every head (0 = attends to one token, 1 = uniform), one pass per prompt.
+    """The first page's quick look: the registered `entropy` analyzer (one forward pass per batch).
 
-    Per prompt and head: the mean over query positions i >= 1 of H_i / log(i + 1), H_i the entropy of row i.
-    scores = the mean over prompts; per_prompt keeps each prompt's value; extras["raw"] the raw entropy (nats).
-    """
-    names = [pattern_name(layer) for layer in range(model.n_layers)]
-    per_prompt, raw = [], []
-    for prompt in progress_iter(list(prompts), progress, desc="attention entropy"):
-        batch = model.tokenize([prompt], template)
-        acts = capture(model, batch, names, reduce=_entropy_rows)  # each [2, n_heads]
-        grid = torch.stack([acts[n] for n in names]).cpu().numpy()  # [n_layers, 2, n_heads]
-        raw.append(grid[:, 0])
-        per_prompt.append(grid[:, 1])
-    per_prompt_arr = np.stack(per_prompt)  # [P, n_layers, n_heads]
-    return HeadScores(
-        scores=per_prompt_arr.mean(0),
-        metric=QUICK_LOOK,
-        model=model.name,
-        config={"template": template, "normalized": True},
-        provenance=make_provenance(list(prompts), seed=0, template=template),
-        per_prompt=per_prompt_arr,
-        extras={"raw": np.stack(raw).mean(0).tolist()},
-    )
+    scores = normalized entropy (0 = attends to one token, 1 = uniform); extras["raw"] holds nats."""
+    return run_metric("entropy", model, prompts, template=template, progress=progress)
 
 
 def entropy_class(normalized: float, collapse: float = COLLAPSE, overload: float = OVERLOAD) -> str:
-    """ "collapsed" (< collapse of the maximum), "overloaded" (> overload) or "normal"."""
-    if math.isnan(normalized):
-        return "unknown"
-    if normalized < collapse:
-        return "collapsed"
-    return "overloaded" if normalized > overload else "normal"
+    """ "collapsed" (< collapse of the maximum), "overloaded" (> overload), "normal", or "unknown" (NaN)."""
+    label = classify(np.array([normalized], dtype=float), Thresholds(collapse, overload))[0]
+    return label or "unknown"
 
 
 def top_attended(pattern: np.ndarray, tokens: Sequence[str], k: int = 8) -> pd.DataFrame:
@@ -431,48 +390,6 @@ def per_prompt_frame(result: HeadScores, head: Head, prompts: Sequence[str] | No
 # ---------------------------------------------------------------------------------------------------------
 # The intervention playground
 # ---------------------------------------------------------------------------------------------------------
-def generate_pair(
-    model: LoadedModel, prompt: str, intervention: HeadIntervention, max_new_tokens: int, template: str = "auto"
-) -> tuple[str, str]:
-    """(base, intervened) greedy generations, in one batch: row 0 untouched, row 1 under the intervention."""
-    base, changed = generate(
-        model, [prompt, prompt], [None, intervention], max_new_tokens=max_new_tokens, template=template
-    )
-    return base, changed
-
-
-def next_token_table(
-    model: LoadedModel, prompt: str, intervention: HeadIntervention, k: int = 10, template: str = "auto"
-) -> tuple[pd.DataFrame, float]:
-    """The next-token distribution before and after the intervention, and KL(base || intervened) in nats.
-
-    Columns: rank; the base top-k tokens with their probability before and after; the intervened top-k tokens.
-    """
-    batch = model.tokenize([prompt, prompt], template)
-    logits = forward_last(model, batch, [None, intervention]).logits  # [2, d_vocab]
-    logp = torch.log_softmax(logits.double(), -1)
-    p_base, p_new = logp.exp()
-    kl = float((p_base * (logp[0] - logp[1])).sum())
-    base_p, base_ids = p_base.topk(k)
-    new_p, new_ids = p_new.topk(k)
-
-    def tokens(ids: torch.Tensor) -> list[str]:
-        return [show_token(model.tokenizer.decode([int(i)])) for i in ids]
-
-    frame = pd.DataFrame(
-        {
-            "rank": np.arange(1, k + 1),
-            "base token": tokens(base_ids),
-            "p base": base_p.numpy(),
-            "p intervened": p_new[base_ids].numpy(),
-            "change": (p_new[base_ids] - base_p).numpy(),
-            "intervened token": tokens(new_ids),
-            "p (intervened top)": new_p.numpy(),
-        }
-    )
-    return frame, kl
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Comparing two results
 # ---------------------------------------------------------------------------------------------------------

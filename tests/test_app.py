@@ -86,7 +86,7 @@ def test_first_page_shows_model_facts_and_a_quick_look(monkeypatch, tiny_llama):
     assert at.selectbox(key="model_choice").value == "tiny-llama"
     assert "smollm2-135m-instruct" in at.selectbox(key="model_choice").options  # the default model, installed
     quick = sup.attention_entropy(tiny_llama, SHORT2)
-    assert at.selectbox(key="shown").value.startswith("#1 quick look: attention-entropy · tiny-llama · 2 prompts")
+    assert at.selectbox(key="shown").value.startswith("#1 quick look: entropy · tiny-llama · 2 prompts")
     assert at.selectbox(key="head").value == quick.top_heads(1)[0].label
     shown = at.dataframe[0].value
     np.testing.assert_allclose(shown["score"], quick.top(10)["score"], atol=1e-6)
@@ -271,4 +271,7 @@ def test_export_offers_downloads_and_the_reproducing_code(monkeypatch):
     at = start(monkeypatch)
     labels = [b.proto.label for b in at.get("download_button")]
     assert {"Results (JSON)", "Results (CSV)", "Heatmap (HTML)", "Download this figure (HTML)"} <= set(labels)
-    assert any("attention_entropy(model, interp.load_prompts('short', 2), 'auto')" in c for c in texts(at.code))
+    assert any(
+        "interp.load_prompts('short', 2)" in c and "interp.scan(\"entropy\", model, prompts, template='auto')" in c
+        for c in texts(at.code)
+    )

@@ -117,9 +117,8 @@ def ablate(
     dtype: str | None = typer.Option(None),
 ) -> None:
     """Generate with and without an intervention on HEADS and print both side by side."""
-    import torch
-
-    from interp.hooks import forward_last, generate, make_intervention
+    from interp.effects import generate_pair, next_token_table
+    from interp.hooks import make_intervention
     from interp.models import load_model
     from interp.prompts import check_prompts, load_prompts
 
@@ -127,21 +126,21 @@ def ablate(
     loaded = load_model(model, device, dtype)
     ref = load_prompts(reference) if kind == "mean" else None
     iv = make_intervention(loaded, heads, kind, alpha=alpha, eps=eps, reference=ref, source=source, template=template)
-    base, changed = (
-        generate(loaded, [prompt], rows, max_new_tokens=max_new_tokens, template=template)[0] for rows in (None, iv)
-    )
+    base, changed = generate_pair(loaded, prompt, iv, max_new_tokens, template)
     print_table(f"{loaded.name}: {iv.describe()}", ["base", "intervened"], [[base, changed]], show_lines=True)
-    batch = loaded.tokenize([prompt], template)
-    p_base, p_new = (torch.softmax(forward_last(loaded, batch, rows).logits[0], -1) for rows in (None, iv))
-    kl = float((p_base * (p_base.clamp_min(1e-30).log() - p_new.clamp_min(1e-30).log())).sum())
-    rows = []
-    for p in (p_base, p_new):
-        vals, idx = p.topk(top_tokens)
-        rows.append([f"{loaded.tokenizer.decode([int(i)])!r} {float(v):.3f}" for v, i in zip(vals, idx, strict=True)])
+    frame, kl = next_token_table(loaded, prompt, iv, top_tokens, template)
+    rows = [
+        [
+            r["rank"],
+            f"{r['base token']} {r['p base']:.3f} -> {r['p intervened']:.3f}",
+            f"{r['intervened token']} {r['p (intervened top)']:.3f}",
+        ]
+        for r in frame.to_dict("records")
+    ]
     print_table(
         f"Next-token distribution (KL base||intervened = {kl:.4g} nats)",
-        ["rank", "base", "intervened"],
-        [[i + 1, a, b] for i, (a, b) in enumerate(zip(*rows, strict=True))],
+        ["rank", "base token: p base -> p intervened", "intervened top token: p"],
+        rows,
     )
 
 
