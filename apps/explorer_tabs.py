@@ -18,6 +18,7 @@ import streamlit as st
 
 import interp
 from interp import app_support as sup
+from interp import effects
 from interp.errors import InterpError
 from interp.hooks import KINDS
 from interp.prompts import TEMPLATES, builtin_sets
@@ -443,8 +444,8 @@ def intervene_tab(model: interp.LoadedModel, spec: str, prompts: Prompts) -> Non
                     model, heads, kind, alpha=alpha, reference=ref, source=source, template=prompts.template
                 )
                 with st.spinner(f"Generating with and without {iv.describe()}…"):
-                    base, changed = sup.generate_pair(model, prompt, iv, max_new, prompts.template)
-                    table, kl = sup.next_token_table(model, prompt, iv, top_k, prompts.template)
+                    base, changed = effects.generate_pair(model, prompt, iv, max_new, prompts.template)
+                    table, kl = effects.next_token_table(model, prompt, iv, top_k, prompts.template)
                 command = sup.ablate_command(
                     spec,
                     iv,

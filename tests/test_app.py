@@ -16,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 import interp
 from interp import app_support as sup
+from interp import effects
 from interp import models as models_module
 from interp.config import Config
 from interp.scores import _METRICS, register_metric
@@ -229,9 +230,9 @@ def test_intervention_playground_side_by_side_and_next_token_table(monkeypatch, 
     at.button(key="iv_run").click().run()
     assert not at.exception and not at.error
     iv = interp.make_intervention(tiny_llama, "L0H1,L2H3", "scale", alpha=3.0)
-    base, changed = sup.generate_pair(tiny_llama, SHORT2[0], iv, 6)
+    base, changed = effects.generate_pair(tiny_llama, SHORT2[0], iv, 6)
     assert texts(at.text) == [base, changed]
-    table, kl = sup.next_token_table(tiny_llama, SHORT2[0], iv, 4)
+    table, kl = effects.next_token_table(tiny_llama, SHORT2[0], iv, 4)
     assert metric(at, "KL(base ‖ intervened), next token") == f"{kl:.4g} nats"
     shown = at.dataframe[-1].value
     assert shown["base token"].tolist() == table["base token"].tolist()

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 import interp
 from interp import app_support as sup
+from interp import effects
 from interp.cli import app as cli_app
 from interp.config import Config
 from interp.errors import HeadLabelError, InterpError, PromptError, ResultsFileError
@@ -197,7 +198,7 @@ def test_top_attended_and_pattern_figure_on_a_hand_made_pattern():
     fig = sup.pattern_figure(pattern, ["<s>", "a", "b"], "t")
     assert list(fig.layout.xaxis.ticktext) == ["&lt;s&gt;", "a", "b"]  # escaped: plotly reads labels as HTML
     assert fig.data[0].z[0][1] is None and fig.data[0].z[2][1] == 0.2  # the causal upper triangle is blank
-    assert sup.show_token(" the\n") == "␣the⏎"
+    assert effects.show_token(" the\n") == "␣the⏎"
 
 
 def test_per_prompt_frame():
@@ -213,7 +214,7 @@ def test_next_token_table_matches_separate_forward_passes(tiny_llama):
     from interp.hooks import forward_last
 
     iv = interp.make_intervention(tiny_llama, "L1H2,L2H0", "zero")
-    table, kl = sup.next_token_table(tiny_llama, "hello", iv, k=5)
+    table, kl = effects.next_token_table(tiny_llama, "hello", iv, k=5)
     batch = tiny_llama.tokenize(["hello"])
     p_base = torch.softmax(forward_last(tiny_llama, batch).logits[0].double(), -1)
     p_new = torch.softmax(forward_last(tiny_llama, batch, iv).logits[0].double(), -1)
@@ -223,7 +224,7 @@ def test_next_token_table_matches_separate_forward_passes(tiny_llama):
     np.testing.assert_allclose(table["p (intervened top)"], p_new.topk(5).values.numpy(), atol=1e-6)
     assert kl == pytest.approx(float((p_base * (p_base.log() - p_new.log())).sum()), rel=1e-6)
     assert kl > 0
-    same, kl_same = sup.next_token_table(
+    same, kl_same = effects.next_token_table(
         tiny_llama, "hello", interp.make_intervention(tiny_llama, "L0H0", "scale", alpha=1)
     )
     assert kl_same == pytest.approx(0.0, abs=1e-9)
@@ -232,7 +233,7 @@ def test_next_token_table_matches_separate_forward_passes(tiny_llama):
 
 def test_generate_pair_equals_separate_generations(tiny_llama):
     iv = interp.make_intervention(tiny_llama, "L0H1", "scale", alpha=3.0)
-    base, changed = sup.generate_pair(tiny_llama, "the cat", iv, max_new_tokens=6)
+    base, changed = effects.generate_pair(tiny_llama, "the cat", iv, max_new_tokens=6)
     assert base == interp.generate(tiny_llama, ["the cat"], max_new_tokens=6)[0]
     assert changed == interp.generate(tiny_llama, ["the cat"], iv, max_new_tokens=6)[0]
     assert base != changed
