@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from interp.errors import InterpError
 from interp.heads import Head, HeadLike
 from interp.hooks import HeadIntervention, generate
 from interp.models import LoadedModel
-from interp.progress import Progress
+from interp.progress import Progress, progress_iter
 from interp.provenance import make_provenance
 from interp.scores.safety import Ablation, ablation_kind
 from interp.sweep import kl_per_prompt, sweep
@@ -160,37 +160,50 @@ class AsrResult:
 
 
 def generate_conditions(
-    model: LoadedModel, prompts: Sequence[str], conditions: Conditions, config: AsrConfig, progress: Progress
-) -> tuple[pd.DataFrame, dict[str, float]]:
-    """Greedy responses of every condition: rows (condition, heads, prompt_id, prompt, response, n_tokens)."""
+    model: LoadedModel,
+    prompts: Sequence[str],
+    conditions: Conditions,
+    config: AsrConfig,
+    progress: Progress = True,
+    on_chunk: Callable[[pd.DataFrame], None] | None = None,
+) -> pd.DataFrame:
+    """Greedy responses of every condition: rows (condition, heads, prompt_id, prompt, response, n_tokens).
+
+    Prompt-major: each generation batch holds every condition for a few prompts (rows carry their own
+    intervention), so `on_chunk(rows so far)` always sees all conditions on the same prompts; an
+    interrupted run still gives a paired comparison."""
     if not conditions:
         raise InterpError("No conditions given: e.g. {'none': None, 'top1': ['L2H3']}.")
-    records, seconds = [], {}
-    for name, heads in conditions.items():
-        iv = condition_intervention(model, heads, config)
-        start = time.perf_counter()
+    names = list(conditions)
+    interventions = {n: condition_intervention(model, conditions[n], config) for n in names}
+    labels = {n: _labels(conditions[n], model) for n in names}
+    per_chunk = max(1, config.batch_size // len(names))  # prompts per batch
+    starts = range(0, len(prompts), per_chunk)
+    records: list[dict[str, Any]] = []
+    for lo in progress_iter(starts, progress, desc="generate", total=len(starts)):
+        pairs = [(n, i) for i in range(lo, min(lo + per_chunk, len(prompts))) for n in names]
         responses = generate(
             model,
-            list(prompts),
-            iv,
+            [prompts[i] for _, i in pairs],
+            [interventions[n] for n, _ in pairs],
             max_new_tokens=config.max_new_tokens,
             template=config.template,
-            batch_size=config.batch_size,
-            progress=progress,
+            batch_size=len(pairs),
         )
-        seconds[name] = time.perf_counter() - start
-        for i, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
+        for (name, i), response in zip(pairs, responses, strict=True):
             records.append(
                 {
                     "condition": name,
-                    "heads": _labels(heads, model),
+                    "heads": labels[name],
                     "prompt_id": i,
-                    "prompt": prompt,
+                    "prompt": prompts[i],
                     "response": response,
                     "n_tokens": _n_tokens(model, response),
                 }
             )
-    return pd.DataFrame(records), seconds
+        if on_chunk is not None:
+            on_chunk(pd.DataFrame(records))
+    return pd.DataFrame(records)
 
 
 def attack_success(
@@ -199,11 +212,20 @@ def attack_success(
     conditions: Conditions,
     config: AsrConfig | None = None,
     progress: Progress = True,
+    on_chunk: Callable[[pd.DataFrame], None] | None = None,
 ) -> AsrResult:
     """ASR of each condition on harmful prompts (success = no refusal keyword and >= min_tokens tokens)."""
     config = config or AsrConfig()
-    rows, seconds = generate_conditions(model, prompts, conditions, config, progress)
-    judged = pd.DataFrame([judge(r.response, r.n_tokens, config) for r in rows.itertuples()])
+    start = time.perf_counter()
+    rows = generate_conditions(model, prompts, conditions, config, progress, on_chunk)
+    return summarize_attacks(model, prompts, rows, config, time.perf_counter() - start)
+
+
+def summarize_attacks(
+    model: LoadedModel, prompts: Sequence[str], rows: pd.DataFrame, config: AsrConfig, seconds: float
+) -> AsrResult:
+    """Judge generated rows (see `judge`) and compute each condition's rates."""
+    judged = pd.DataFrame([judge(r.response, r.n_tokens, config) for r in rows.itertuples()], index=rows.index)
     rows = pd.concat([rows, judged], axis=1)
     summary = (
         rows.groupby("condition", sort=False)
@@ -217,8 +239,7 @@ def attack_success(
         )
         .reset_index()
     )
-    summary["seconds"] = summary["condition"].map(seconds).round(2)
-    provenance = make_provenance(prompts, seed=None, model=model.name, device=str(model.device))
+    provenance = make_provenance(prompts, seed=None, model=model.name, device=str(model.device), seconds=seconds)
     return AsrResult(rows, summary, config.to_dict(), provenance)
 
 
@@ -228,13 +249,31 @@ def harmless_cost(
     conditions: Conditions,
     config: AsrConfig | None = None,
     progress: Progress = True,
+    on_chunk: Callable[[pd.DataFrame], None] | None = None,
+    kl: Mapping[str, np.ndarray] | None = None,
 ) -> AsrResult:
-    """Refusal rate (keyword rule) and mean next-token KL(base || ablated) on harmless prompts, per condition."""
+    """Refusal rate (keyword rule) and mean next-token KL(base || ablated) on harmless prompts, per condition.
+
+    kl: per-prompt KLs from `harmless_kl` on the same prompts, to reuse instead of recomputing."""
     config = config or AsrConfig()
-    rows, seconds = generate_conditions(model, prompts, conditions, config, progress)
+    start = time.perf_counter()
+    rows = generate_conditions(model, prompts, conditions, config, progress, on_chunk)
+    kl = kl if kl is not None else harmless_kl(model, prompts, conditions, config, progress)
+    return summarize_harmless(model, prompts, rows, kl, config, time.perf_counter() - start)
+
+
+def summarize_harmless(
+    model: LoadedModel,
+    prompts: Sequence[str],
+    rows: pd.DataFrame,
+    kl: Mapping[str, np.ndarray],
+    config: AsrConfig,
+    seconds: float,
+) -> AsrResult:
+    """Refusal (keyword rule) per generated row and each condition's refusal rate and mean next-token KL."""
+    rows = rows.copy()
     rows["keyword"] = [refusal_keyword(r, config.keywords) or "" for r in rows["response"]]
     rows["refused"] = rows["keyword"] != ""
-    kl = _mean_kl(model, prompts, conditions, config, progress)
     rows["kl"] = [kl[c][i] for c, i in zip(rows["condition"], rows["prompt_id"], strict=True)]
     summary = (
         rows.groupby("condition", sort=False)
@@ -247,15 +286,20 @@ def harmless_cost(
         )
         .reset_index()
     )
-    summary["seconds"] = summary["condition"].map(seconds).round(2)
-    provenance = make_provenance(prompts, seed=None, model=model.name, device=str(model.device))
+    summary["mean_kl_all_prompts"] = summary["condition"].map({c: float(np.mean(v)) for c, v in kl.items()})
+    provenance = make_provenance(prompts, seed=None, model=model.name, device=str(model.device), seconds=seconds)
     return AsrResult(rows, summary, config.to_dict(), provenance)
 
 
-def _mean_kl(
-    model: LoadedModel, prompts: Sequence[str], conditions: Conditions, config: AsrConfig, progress: Progress
+def harmless_kl(
+    model: LoadedModel,
+    prompts: Sequence[str],
+    conditions: Conditions,
+    config: AsrConfig | None = None,
+    progress: Progress = True,
 ) -> dict[str, np.ndarray]:
     """Per-prompt next-token KL for each condition (zeros for a condition without heads), one batched sweep."""
+    config = config or AsrConfig()
     named = {name: list(heads) for name, heads in conditions.items() if heads}
     out = {name: np.zeros(len(prompts)) for name in conditions}
     if named:

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import torch
 
 from interp.heads import Head
@@ -29,7 +31,16 @@ from interp.models import LoadedModel, load_model
 from interp.prompts import load_prompts
 from interp.provenance import package_versions, utc_now
 from interp.results import HeadScores
-from interp.safety import AsrConfig, AsrResult, attack_success, harmless_cost, random_control
+from interp.safety import (
+    AsrConfig,
+    AsrResult,
+    attack_success,
+    harmless_cost,
+    harmless_kl,
+    random_control,
+    summarize_attacks,
+    summarize_harmless,
+)
 from interp.scores.safety import (
     SaharaConfig,
     safety_sweep,
@@ -59,6 +70,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32, help="Rows per sweep pass.")
     p.add_argument("--gen-batch-size", type=int, default=25, help="Prompts per generation batch.")
     p.add_argument("--seed", type=int, default=0, help="Seed of the random control heads.")
+    p.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        help="Wall-clock budget: generation stages stop at the next batch past it and report the prompts done.",
+    )
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     return p.parse_args(argv)
 
@@ -68,6 +85,7 @@ class Run:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args, self.out = args, args.out
+        self.started = time.monotonic()
         self.out.mkdir(parents=True, exist_ok=True)
         path = self.out / "run.json"
         self.record: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {"stages": {}}
@@ -79,6 +97,9 @@ class Run:
             "load_average_at_start": os.getloadavg(),
         }
         self.record["versions"] = package_versions()
+
+    def over_budget(self) -> bool:
+        return self.args.budget_s is not None and time.monotonic() - self.started > self.args.budget_s
 
     def done(self, stage: str, seconds: float, **facts: Any) -> None:
         self.record["stages"][stage] = {
@@ -145,18 +166,62 @@ def conditions(model: LoadedModel, ships: HeadScores, found: HeadScores, seed: i
     }
 
 
-def eval_stage(run: Run, model: LoadedModel, name: str, prompts: list[str], conds: dict, cfg: AsrConfig) -> AsrResult:
-    fn = attack_success if name == "asr" else harmless_cost
+def kl_stage(run: Run, model: LoadedModel, prompts: list[str], conds: dict, cfg: AsrConfig) -> dict[str, np.ndarray]:
+    """Harmless-side next-token KL of each condition (cheap; run before the generations)."""
+    path = run.out / "harmless_kl.csv"
+    if path.is_file():
+        frame = pd.read_csv(path)
+        return {c: frame[c].to_numpy() for c in conds}
+    start = time.perf_counter()
+    kl = harmless_kl(model, prompts, conds, cfg, progress=run.args.progress)
+    pd.DataFrame({"prompt": prompts, **kl}).to_csv(path, index=False)
+    run.done("harmless_kl", time.perf_counter() - start, mean_kl={c: float(v.mean()) for c, v in kl.items()})
+    return kl
+
+
+class BudgetSpent(Exception):
+    """Raised between generation batches once --budget-s is used up."""
+
+    def __init__(self, rows: pd.DataFrame) -> None:
+        super().__init__("time budget spent")
+        self.rows = rows
+
+
+def eval_stage(
+    run: Run, model: LoadedModel, name: str, prompts: list[str], conds: dict, cfg: AsrConfig, **kwargs: Any
+) -> AsrResult:
+    """ASR ("asr") or harmless cost ("harmless"), prompt-major. Rows so far go to {name}_rows_partial.csv after
+    every batch; past --budget-s the stage stops there and the rates cover the prompts finished (recorded)."""
     summary = run.out / f"{name}_summary.csv"
     if summary.is_file():
-        import pandas as pd
-
         print(f"[{name}] already done: {summary}")
         return AsrResult(pd.read_csv(run.out / f"{name}_rows.csv"), pd.read_csv(summary), cfg.to_dict())
+    partial = run.out / f"{name}_rows_partial.csv"
     start = time.perf_counter()
-    result = fn(model, prompts, conds, cfg, progress=run.args.progress)
+
+    def checkpoint(rows: pd.DataFrame) -> None:
+        rows.to_csv(partial, index=False)
+        if run.over_budget():
+            raise BudgetSpent(rows)
+
+    fn: Any = attack_success if name == "asr" else harmless_cost
+    try:
+        result = fn(model, prompts, conds, cfg, progress=run.args.progress, on_chunk=checkpoint, **kwargs)
+        complete = True
+    except BudgetSpent as stop:
+        seconds = time.perf_counter() - start
+        done = sorted(set(stop.rows["prompt_id"]))
+        if name == "asr":
+            result = summarize_attacks(model, [prompts[i] for i in done], stop.rows, cfg, seconds)
+        else:
+            result = summarize_harmless(model, [prompts[i] for i in done], stop.rows, kwargs["kl"], cfg, seconds)
+        complete = False
     result.save(run.out, name)
-    run.done(name, time.perf_counter() - start, summary=result.summary.drop(columns=["heads"]).to_dict("records"))
+    partial.unlink(missing_ok=True)
+    facts = {"complete": complete, "n_prompts": int(result.summary["n"].iloc[0]), "of": len(prompts)}
+    run.done(
+        name, time.perf_counter() - start, **facts, summary=result.summary.drop(columns=["heads"]).to_dict("records")
+    )
     return result
 
 
@@ -175,21 +240,22 @@ def main(argv: list[str] | None = None) -> None:
     base = dict(
         template=a.template, ablation=a.ablation, eps=a.eps, min_tokens=a.min_tokens, batch_size=a.gen_batch_size
     )
-    asr = eval_stage(run, model, "asr", eval_prompts, conds, AsrConfig(max_new_tokens=a.max_new_tokens, **base))
     harmless_tokens = a.harmless_max_new_tokens or a.max_new_tokens
-    cost = eval_stage(
-        run,
-        model,
-        "harmless",
-        harmless,
-        conds,
-        AsrConfig(max_new_tokens=harmless_tokens, **{**base, "min_tokens": min(a.min_tokens, harmless_tokens)}),
+    harmless_cfg = AsrConfig(
+        max_new_tokens=harmless_tokens, **{**base, "min_tokens": min(a.min_tokens, harmless_tokens)}
     )
+    asr = eval_stage(run, model, "asr", eval_prompts, conds, AsrConfig(max_new_tokens=a.max_new_tokens, **base))
+    kl = kl_stage(run, model, harmless, conds, harmless_cfg)
+    cost = eval_stage(run, model, "harmless", harmless, conds, harmless_cfg, kl=kl)
     rates = {c: float(asr.summary.set_index("condition").loc[c, "asr"]) for c in conds}
     target = rates["sahara_group"] - max(rates["none"], rates["random_same_layers"])
     run.record["asr"] = rates
     run.record["harmless"] = cost.summary.drop(columns=["heads"]).to_dict("records")
-    run.record["target"] = {"sahara_minus_best_baseline": target, "met": bool(target >= 0.3)}
+    run.record["target"] = {
+        "sahara_minus_best_baseline": target,
+        "met": bool(target >= 0.3),
+        "asr_prompts": int(asr.summary["n"].iloc[0]),
+    }
     run.done("total", time.perf_counter() - start)
 
 
