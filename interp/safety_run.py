@@ -189,13 +189,16 @@ class BudgetSpent(Exception):
 
 def eval_stage(
     run: Run, model: LoadedModel, name: str, prompts: list[str], conds: dict, cfg: AsrConfig, **kwargs: Any
-) -> AsrResult:
+) -> AsrResult | None:
     """ASR ("asr") or harmless cost ("harmless"), prompt-major. Rows so far go to {name}_rows_partial.csv after
     every batch; past --budget-s the stage stops there and the rates cover the prompts finished (recorded)."""
     summary = run.out / f"{name}_summary.csv"
     if summary.is_file():
         print(f"[{name}] already done: {summary}")
         return AsrResult(pd.read_csv(run.out / f"{name}_rows.csv"), pd.read_csv(summary), cfg.to_dict())
+    if run.over_budget():
+        run.done(name, 0.0, complete=False, skipped="time budget spent before the stage started")
+        return None
     partial = run.out / f"{name}_rows_partial.csv"
     start = time.perf_counter()
 
@@ -244,18 +247,20 @@ def main(argv: list[str] | None = None) -> None:
     harmless_cfg = AsrConfig(
         max_new_tokens=harmless_tokens, **{**base, "min_tokens": min(a.min_tokens, harmless_tokens)}
     )
-    asr = eval_stage(run, model, "asr", eval_prompts, conds, AsrConfig(max_new_tokens=a.max_new_tokens, **base))
     kl = kl_stage(run, model, harmless, conds, harmless_cfg)
+    asr = eval_stage(run, model, "asr", eval_prompts, conds, AsrConfig(max_new_tokens=a.max_new_tokens, **base))
     cost = eval_stage(run, model, "harmless", harmless, conds, harmless_cfg, kl=kl)
-    rates = {c: float(asr.summary.set_index("condition").loc[c, "asr"]) for c in conds}
-    target = rates["sahara_group"] - max(rates["none"], rates["random_same_layers"])
-    run.record["asr"] = rates
-    run.record["harmless"] = cost.summary.drop(columns=["heads"]).to_dict("records")
-    run.record["target"] = {
-        "sahara_minus_best_baseline": target,
-        "met": bool(target >= 0.3),
-        "asr_prompts": int(asr.summary["n"].iloc[0]),
-    }
+    if asr is not None:
+        rates = {c: float(asr.summary.set_index("condition").loc[c, "asr"]) for c in conds}
+        target = rates["sahara_group"] - max(rates["none"], rates["random_same_layers"])
+        run.record["asr"] = rates
+        run.record["target"] = {
+            "sahara_minus_best_baseline": target,
+            "met": bool(target >= 0.3),
+            "asr_prompts": int(asr.summary["n"].iloc[0]),
+        }
+    if cost is not None:
+        run.record["harmless"] = cost.summary.drop(columns=["heads"]).to_dict("records")
     run.done("total", time.perf_counter() - start)
 
 
