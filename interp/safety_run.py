@@ -76,6 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="Wall-clock budget: generation stages stop at the next batch past it and report the prompts done.",
     )
+    p.add_argument("--summary", action="store_true", help="Only print the markdown summary of --out and exit.")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     return p.parse_args(argv)
 
@@ -228,8 +229,42 @@ def eval_stage(
     return result
 
 
+def markdown_summary(folder: Path) -> str:
+    """The numbers of a (possibly partial) run folder as markdown: stages and times, heads, ASR, harmless cost."""
+    record = json.loads((folder / "run.json").read_text())
+    lines = ["| stage | seconds | finished (UTC) | load average (1, 5, 15 min) |", "|---|---|---|---|"]
+    for name, stage in record["stages"].items():
+        load = ", ".join(f"{x:.1f}" for x in stage.get("load_average", []))
+        lines.append(f"| {name} | {stage['seconds']} | {stage.get('finished', '')} | {load} |")
+    lines.append("")
+    if (folder / "sahara.json").is_file():
+        found = HeadScores.load(folder / "sahara.json")
+        ships, ships_d = HeadScores.load(folder / "ships.json"), HeadScores.load(folder / "ships_dataset.json")
+        top = lambda r: ", ".join(f"{x.label} ({x.score:.4g})" for x in r.top(5).itertuples())  # noqa: E731
+        lines += [f"- Ships top 5 (mean KL, nats): {top(ships)}", f"- dataset Ships top 5 (degrees): {top(ships_d)}"]
+        steps = "; ".join(f"step {s['step']}: {s['head']} ({s['score']:.4g} deg, {s['n_tried']} tried)"
+                          for s in found.extras["steps"])  # fmt: skip
+        lines += [f"- Sahara: {steps}", ""]
+    lines.append(f"Conditions: {record.get('conditions')}")
+    lines.append("")
+    for name in ("asr", "harmless"):
+        path = folder / f"{name}_summary.csv"
+        if path.is_file():
+            frame = pd.read_csv(path).fillna("")
+            lines += [f"{name}:", "", "| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+            lines += ["| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row) + " |"
+                      for row in frame.itertuples(index=False)]  # fmt: skip
+            lines.append("")
+    if "target" in record:
+        lines.append(f"Target: {record['target']}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     a = parse_args(argv)
+    if a.summary:
+        print(markdown_summary(a.out))
+        return
     run = Run(a)
     start = time.perf_counter()
     model = load_model(a.model, dtype=a.dtype)
