@@ -196,6 +196,8 @@ def test_sahara_reuses_a_given_first_step(planted):
     assert np.allclose(reused.scores, fresh.scores)
     with pytest.raises(InterpError, match="ships-dataset"):
         sahara(planted, PROMPTS, SaharaConfig(steps=2), progress=False, first_step=fresh)
+    with pytest.raises(InterpError, match="other settings"):
+        sahara(planted, PROMPTS, SaharaConfig(steps=2, ablation="values"), progress=False, first_step=first)
 
 
 # ---------------------------------------------------------------------------------------------------------

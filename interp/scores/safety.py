@@ -328,6 +328,11 @@ def sahara(
         first_step = ships_dataset_from_sweep(model, prompts, batch, safety_sweep(model, batch, **opts), config)
     elif first_step.metric != "ships-dataset" or first_step.scores.shape != (model.n_layers, model.n_heads):
         raise InterpError("first_step must be a ships-dataset result for this model.")
+    else:
+        keys = ("ablation", "eps", "rank", "template")
+        differ = [k for k in keys if first_step.config.get(k) != getattr(config, k)]
+        if differ:
+            raise InterpError(f"first_step was computed with other settings ({', '.join(differ)}) than this search.")
     step1 = first_step.scores
     flat = [Head(layer, head) for layer in range(model.n_layers) for head in range(model.n_heads)]
     first = flat[_best(step1.ravel())]
