@@ -58,5 +58,5 @@ safety-run: testbed
 
 safety-run-small: testbed-small
 	nice -n 10 $(BIN)/python -m interp.safety_run --model testbed-small --dtype bfloat16 \
-		--out docs/safety_heads/qwen2.5-coder-0.5b --scan 8 --eval 100 --harmless 50 --max-new-tokens 64 \
+		--out docs/safety_heads/qwen2.5-coder-0.5b --scan 8 --eval 100 --harmless 24 --max-new-tokens 64 \
 		--harmless-max-new-tokens 32 --min-tokens 32 --candidates 8 --steps 3 --gen-batch-size 32
