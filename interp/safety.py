@@ -79,7 +79,7 @@ class AsrConfig(Config):
     ablation: Ablation = "query"
     eps: float = 1e-8
     batch_size: int = 16
-    """Prompts per generation batch."""
+    """Rows per generation batch (each batch holds every condition for batch_size // n_conditions prompts)."""
 
     def check(self) -> None:
         positive("max_new_tokens", self.max_new_tokens)

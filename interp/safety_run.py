@@ -68,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--harmless-max-new-tokens", type=int, default=None, help="Default: --max-new-tokens.")
     p.add_argument("--min-tokens", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=32, help="Rows per sweep pass.")
-    p.add_argument("--gen-batch-size", type=int, default=25, help="Prompts per generation batch.")
+    p.add_argument("--gen-batch-size", type=int, default=32, help="Rows (conditions x prompts) per generation batch.")
     p.add_argument("--seed", type=int, default=0, help="Seed of the random control heads.")
     p.add_argument(
         "--budget-s",
