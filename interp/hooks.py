@@ -372,6 +372,14 @@ def forward_last(model: LoadedModel, batch: TokenBatch, rows: Rows = None, hidde
     return LastPosition(logits, store.get(FINAL_HIDDEN))
 
 
+def unembed(model: LoadedModel, hidden: torch.Tensor) -> torch.Tensor:
+    """Logits [batch, d_vocab] from normalized final hidden states [batch, d_model] (the FINAL_HIDDEN readout):
+    the model's own output projection, so unembed(forward_last(...).hidden) equals forward_last(...).logits."""
+    head = model.hf_model.get_output_embeddings()
+    with torch.no_grad():
+        return head(hidden.to(device=model.device, dtype=model.dtype)).float()
+
+
 def capture(
     model: LoadedModel,
     batch: TokenBatch,

@@ -513,3 +513,7 @@ def _quiet() -> Iterator[None]:
     finally:
         hf_logging.set_verbosity(previous)
         hf_logging.enable_progress_bar()
+
+
+# Optional extras register themselves (the safety testbed: Qwen2.5-Coder GGUFs split over PyPI packages).
+from interp import testbed as _testbed  # noqa: E402, F401
