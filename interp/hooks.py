@@ -350,6 +350,39 @@ def run_last(
     return logits[:, -1].float(), store
 
 
+def v_name(layer: int) -> str:
+    return f"blocks.{layer}.attn.hook_v"  # [batch, pos, n_kv_heads, d_head]: GQA keeps one value per K/V head
+
+
+@contextlib.contextmanager
+def _frozen(model: LoadedModel) -> Iterator[None]:
+    """Parameters need no gradient for the block, so a backward pass computes activation gradients only."""
+    params = [p for p in model.hf_model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def forward_with_grad(model: LoadedModel, batch: TokenBatch, fwd_hooks: Sequence[tuple[str, Callable]]) -> torch.Tensor:
+    """Last-position logits [batch, d_vocab] of one pass with autograd on, for gradient-based attribution.
+
+    Parameters are frozen during the pass, so gradients flow only to tensors the hooks make require grad
+    (e.g. a zero `delta` added to hook_z); call torch.autograd.grad on the result afterwards."""
+    with torch.enable_grad(), _frozen(model), hooked(model, fwd_hooks):
+        logits = model.bridge(batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=1)
+    return logits[:, -1].float()
+
+
+def unembed(model: LoadedModel) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The unembedding: weight [d_vocab, d_model] and bias [d_vocab] or None (logits = hidden @ W.T + b)."""
+    head = model.hf_model.get_output_embeddings()
+    return head.weight.detach(), (head.bias.detach() if getattr(head, "bias", None) is not None else None)
+
+
 # Stored under the name asked for: hook.name is the canonical name, which can differ from an alias
 # such as hook_z (= attn.o.hook_in on the bridge).
 def _store(t: torch.Tensor, hook: Any, store: dict[str, torch.Tensor], key: str, reduce: Callable | None) -> None:
