@@ -128,12 +128,12 @@ def head_delta(
         assert v is not None
         group = z.shape[2] // v.shape[2]
         v = v.repeat_interleave(group, dim=2)  # query head h reads K/V head h // group
-        m = mask.to(v.dtype)[:, :, None, None]
+        m = mask.to(device=v.device, dtype=v.dtype)[:, :, None, None]
         # Uniform causal attention over real tokens: the running mean of the values.
         delta = (v * m).cumsum(1) / m.cumsum(1).clamp_min(1.0) - z
     else:
         raise InterpError(f"Attribution supports kinds {', '.join(ATTRIBUTION_KINDS)}; got {kind!r}.")
-    return delta * mask.to(z.dtype)[:, :, None, None]
+    return delta * mask.to(device=z.device, dtype=z.dtype)[:, :, None, None]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -216,8 +216,9 @@ def _attribute_chunk(
         lam, u, info = _fisher_directions(model, logits, rank, n_tokens)
         grads = _backward(final["h"], leaves, u.transpose(0, 1).to(final["h"]))  # per layer [r, batch, ...]
         # <grad_k, delta> per direction, prompt and head, then 1/2 sum_k lam_k (.)^2.
-        proj = torch.stack([(g * c[None]).sum((2, 4)) for g, c in zip(grads, change, strict=True)])  # [L, r, B, H]
-        est = 0.5 * (lam.T[None, :, :, None] * proj.double() ** 2).sum(1)  # [L, B, H]
+        # One layer at a time, moved to the CPU (with a device map the layers live on different devices).
+        proj = torch.stack([(g * c[None]).sum((2, 4)).cpu() for g, c in zip(grads, change, strict=True)])  # [L,r,B,H]
+        est = 0.5 * (lam.T.cpu()[None, :, :, None] * proj.double() ** 2).sum(1)  # [L, B, H]
     else:
         lp = torch.log_softmax(logits, -1)
         top = lp.detach().topk(2, dim=-1).indices
@@ -225,7 +226,7 @@ def _attribute_chunk(
         if metric == "margin":
             m = m - lp.gather(-1, top[:, 1:])[:, 0]
         grads = torch.autograd.grad(m.sum(), leaves)
-        est = torch.stack([(g * c).sum((1, 3)) for g, c in zip(grads, change, strict=True)]).double()  # [L, B, H]
+        est = torch.stack([(g * c).sum((1, 3)).cpu() for g, c in zip(grads, change, strict=True)]).double()
     return est.permute(1, 0, 2).detach().cpu(), info
 
 

@@ -228,7 +228,8 @@ def _z_hook(z: torch.Tensor, hook: Any, plan: _LayerPlan) -> torch.Tensor:
     # z: [batch, pos, n_heads, d_head]
     if plan.z_mul is not None:
         _rows_match(plan.z_mul.shape[0], z.shape[0], hook.name)
-        z = z * plan.z_mul[:, None, :, None]
+        # .to(z.device): with a device map, layer l may live on another GPU than the plan (a no-op otherwise).
+        z = z * plan.z_mul[:, None, :, None].to(z.device)
     if plan.z_add is not None:
         add = plan.z_add
         if add.shape[1] not in (1, z.shape[1]):
@@ -237,7 +238,7 @@ def _z_hook(z: torch.Tensor, hook: Any, plan: _LayerPlan) -> torch.Tensor:
                     f"{hook.name}: a resample value for {add.shape[1]} positions met {z.shape[1]} positions."
                 )
             add = plan.z_add_last  # one new position while decoding: past the source prompt's end
-        z = z + add
+        z = z + add.to(z.device)  # type: ignore[union-attr]
     return z
 
 
@@ -245,7 +246,7 @@ def _q_hook(q: torch.Tensor, hook: Any, plan: _LayerPlan) -> torch.Tensor:
     # q: [batch, pos, n_heads, d_head]
     assert plan.q_mul is not None
     _rows_match(plan.q_mul.shape[0], q.shape[0], hook.name)
-    return q * plan.q_mul[:, None, :, None]
+    return q * plan.q_mul[:, None, :, None].to(q.device)
 
 
 def intervention_hooks(model: LoadedModel, rows: Rows, seq_len: int) -> list[tuple[str, Callable]]:
@@ -357,7 +358,7 @@ def v_name(layer: int) -> str:
 @contextlib.contextmanager
 def _frozen(model: LoadedModel) -> Iterator[None]:
     """Parameters need no gradient for the block, so a backward pass computes activation gradients only."""
-    params = [p for p in model.hf_model.parameters() if p.requires_grad]
+    params = [p for p in model.hf_model.parameters() if p.requires_grad and not p.is_inference()]
     for p in params:
         p.requires_grad_(False)
     try:

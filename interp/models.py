@@ -513,3 +513,64 @@ def _quiet() -> Iterator[None]:
     finally:
         hf_logging.set_verbosity(previous)
         hf_logging.enable_progress_bar()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Models split across devices (added by the performance issue)
+# ---------------------------------------------------------------------------------------------------------
+def load_model_on_devices(
+    name_or_path: str | os.PathLike[str] = "default",
+    device_map: str | dict[str, Any] = "auto",
+    *,
+    max_memory: dict[Any, Any] | None = None,
+    dtype: str | torch.dtype | None = None,
+    offload_folder: str | os.PathLike[str] | None = None,
+) -> LoadedModel:
+    """Load a model split over several devices by an accelerate device map, and wrap it in the bridge.
+
+    device_map: "auto" / "balanced" / "sequential" (transformers picks the split over the visible GPUs,
+        filling them in order) or a dict {module name: device}, e.g. {"model.embed_tokens": 0,
+        "model.layers.0": 0, ..., "model.layers.40": 1, "model.norm": 1, "lm_head": 1}; "cpu" and "disk"
+        targets offload weights (disk needs offload_folder). max_memory: e.g. {0: "70GiB", 1: "70GiB"}.
+    The HF model is loaded with the map (transformers + accelerate) and handed to TransformerBridge as a
+    pre-loaded model, which keeps the placement; inputs go to the embedding's device and every later
+    tensor follows its layer. Same names and paths as load_model (models built in code are saved to a
+    temporary directory first, so they load through the same path).
+    """
+    dt = resolve_dtype(dtype)
+    name = str(name_or_path)
+    display, hf_name, source = name, None, f"local path {name}"
+    if name in _REGISTRY or name in _ALIASES:
+        entry = get_entry(name)
+        located = entry.locate()
+        if located is None:
+            raise ModelLoadError(f'Model "{entry.name}" is not installed. Install it with:\n    {entry.install_hint}')
+        display, hf_name, source = entry.name, entry.hf_name, entry.source
+        if isinstance(located, tuple):
+            tmp = Path(tempfile.mkdtemp(prefix="interp-mapped-"))
+            located[0].save_pretrained(tmp, safe_serialization=True)
+            located[1].save_pretrained(tmp)
+            located = tmp
+        path = Path(located)
+    else:
+        path = Path(name).expanduser()
+        if not path.exists():
+            raise ModelLoadError(f"Model path {path} does not exist.")
+    directory = _gguf_to_cache(path) if path.is_file() else path
+    _check_hf_dir(directory)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs: dict[str, Any] = {"device_map": device_map, "dtype": dt}
+    if max_memory is not None:
+        kwargs["max_memory"] = max_memory
+    if offload_folder is not None:
+        kwargs["offload_folder"] = str(offload_folder)
+    with _quiet():
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True, trust_remote_code=False)
+            hf_model = AutoModelForCausalLM.from_pretrained(
+                directory, local_files_only=True, trust_remote_code=False, use_safetensors=True, **kwargs
+            )
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise ModelLoadError(f"Could not load {name} with device_map={device_map!r}: {exc}") from exc
+    return wrap_model(hf_model.eval(), tokenizer, display, source, hf_name=hf_name)

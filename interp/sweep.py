@@ -274,7 +274,9 @@ def sweep(
     base_parts: list[torch.Tensor] = []
     bar = progress_iter(range(n_passes), progress, desc="sweep", total=n_passes)
     try:
-        with torch.inference_mode():
+        with (
+            torch.no_grad()
+        ):  # not inference_mode: accelerate's offload hooks would turn weights into inference tensors
             for chunk_idx, passes in zip(prompt_chunks, plans, strict=True):
                 sub = batch.select(chunk_idx)
                 base_sub, resid = readout_of(model, sub, None, readout, capture_resid=reuse_prefix and bool(passes))
