@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip
 MODEL ?= default
 
-.PHONY: install app test lint format bench clean-cache
+.PHONY: install app test lint format bench perf-bench clean-cache
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/sweep.py
+
+# Naive loop vs fast exact vs attribution vs screen-then-verify on the default model (long on a loaded CPU).
+perf-bench: $(STAMP)
+	nice -n 10 $(BIN)/python benchmarks/performance.py --json docs/performance/benchmark_default_cpu.json
 
 clean-cache:
 	rm -rf $${INTERP_CACHE_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/interp}
