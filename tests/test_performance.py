@@ -5,6 +5,8 @@ Ray is tested in tests/test_performance_ray.py (one test: starting Ray is the sl
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 import torch
@@ -120,7 +122,8 @@ def test_dataset_level_sweep_resumes(tiny_gpt2: interp.LoadedModel, tmp_path) ->
 
     full = sweep(tiny_gpt2, PROMPTS, spread, readout="hidden", dataset_level=True, batch_size=4, progress=False)
     calls = {"n": 0}
-    original = interp.sweep.readout_of
+    module = importlib.import_module("interp.sweep")  # the module (interp.sweep is also the function)
+    original = module.readout_of
 
     def flaky(*args, **kwargs):
         calls["n"] += 1
@@ -129,12 +132,12 @@ def test_dataset_level_sweep_resumes(tiny_gpt2: interp.LoadedModel, tmp_path) ->
         return original(*args, **kwargs)
 
     kw = dict(readout="hidden", dataset_level=True, batch_size=4, checkpoint=tmp_path / "c", checkpoint_every=0)
-    interp.sweep.readout_of = flaky
+    module.readout_of = flaky
     try:
         with pytest.raises(Crash):
             sweep(tiny_gpt2, PROMPTS, spread, progress=False, **kw)
     finally:
-        interp.sweep.readout_of = original
+        module.readout_of = original
     resumed = sweep(tiny_gpt2, PROMPTS, spread, progress=False, **kw)
     assert resumed.resumed_rows == 4 * 4  # passes 2-5 finished (pass 1 is the base run)
     assert np.abs(resumed.scores - full.scores).max() <= 1e-5
@@ -203,12 +206,18 @@ def test_attribution_ranks_like_exact_on_tiny_models(tiny_model: interp.LoadedMo
     assert spearmanr(exact.ravel(), est.ravel()).statistic >= 0.8
 
 
-def planted_model(head: Head, factor: float = 8.0) -> interp.LoadedModel:
-    """tiny-llama with one head's output projection scaled up: knocking it out moves the output most."""
+def planted_model(head: Head, others: float = 0.0) -> interp.LoadedModel:
+    """tiny-llama in which only `head` writes to the residual stream (every other head's output projection
+    is scaled by `others`), so knocking it out moves the output most."""
     hf, tok = build_tiny("llama")
     d_head = hf.config.hidden_size // hf.config.num_attention_heads
+    cols = slice(head.head * d_head, (head.head + 1) * d_head)
     with torch.no_grad():
-        hf.model.layers[head.layer].self_attn.o_proj.weight[:, head.head * d_head : (head.head + 1) * d_head] *= factor
+        for layer in hf.model.layers:
+            keep = layer.self_attn.o_proj.weight[:, cols].clone()
+            layer.self_attn.o_proj.weight *= others
+            if layer is hf.model.layers[head.layer]:
+                layer.self_attn.o_proj.weight[:, cols] = keep
     return interp.wrap_model(hf, tok, "tiny-llama-planted")
 
 
@@ -217,6 +226,7 @@ def test_planted_head_is_ranked_first_by_attribution_and_screen() -> None:
     model = planted_model(target)
     exact = sweep(model, PROMPTS, kl_per_prompt, progress=False).grid(3, 4)
     assert top_heads(exact, 1) == [target]
+    assert exact[target] > 1e-3 and np.delete(exact.ravel(), 4 * 1 + 2).max() < 1e-6
     assert top_heads(attribute(model, PROMPTS).scores, 1) == [target]
     screened = screen_then_verify(model, PROMPTS, top_k=3)
     assert screened.verified[0] == target and len(screened.verified) == 3
