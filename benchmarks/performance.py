@@ -12,6 +12,9 @@ The naive loop (interp.reference.naive_sweep: one full forward pass per head ove
 same for every head, so by default it is timed on --naive-heads heads (one per layer, spread over head
 indices) and its time for all heads is that per-head time x the number of heads; the table says so.
 Its scores on those heads are compared with the fast sweep's (they must agree to ~1e-6).
+
+Timings are wall-clock seconds; on a shared machine the load can change between methods, so the JSON also
+records the load average at the start and end of the run.
 """
 
 from __future__ import annotations
