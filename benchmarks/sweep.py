@@ -34,9 +34,8 @@ def main() -> None:
     model = interp.load_model(args.model)
     prompts = interp.load_prompts(args.prompts, args.limit)
     heads = [h for h in model.heads() if args.layers is None or h.layer < args.layers]
-    print(
-        f"{model!r}\n{len(prompts)} prompts, {len(heads)} heads, kind={args.kind}, torch threads={torch.get_num_threads()}"
-    )
+    print(repr(model))
+    print(f"{len(prompts)} prompts, {len(heads)} heads, kind={args.kind}, torch threads={torch.get_num_threads()}")
 
     timings: dict[str, float] = {}
     results = {}

@@ -11,8 +11,9 @@ from interp.results import HeadScores
 def make(scores=None, **kw):
     if scores is None:
         scores = np.array([[0.5, np.nan, 0.1], [2.0, -1.0, 1.0 / 3.0]])
-    return HeadScores(scores=scores, metric="m", model="tiny", config={"kind": "zero", "n": [1, 2]},
-                      provenance={"seed": 0}, **kw)
+    return HeadScores(
+        scores=scores, metric="m", model="tiny", config={"kind": "zero", "n": [1, 2]}, provenance={"seed": 0}, **kw
+    )
 
 
 def test_roundtrip_is_identical(tmp_path):

@@ -60,19 +60,21 @@ def parse_options(pairs: list[str]) -> dict[str, str]:
     return options
 
 
-def _table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
-    table = Table(title=title, title_justify="left")
+def print_table(title: str, columns: list[str], rows: list[list[Any]], **table_options: Any) -> None:
+    """A titled table; the title is printed on its own line so narrow tables never wrap it."""
+    table = Table(**table_options)
     for col in columns:
         table.add_column(col)
     for row in rows:
         table.add_row(*[str(v) for v in row])
-    return table
+    console.print(f"[bold]{title}[/]", highlight=False)
+    console.print(table)
 
 
-def _print_top(result: Any, k: int) -> None:
+def print_top(result: Any, k: int) -> None:
     top = result.top(k)
     rows = [[r.label, f"{r.score:.6g}"] for r in top.itertuples()]
-    console.print(_table(f"Top {len(rows)} heads by {result.metric} ({result.model})", ["head", "score"], rows))
+    print_table(f"Top {len(rows)} heads by {result.metric} ({result.model})", ["head", "score"], rows)
 
 
 def _register_commands() -> None:

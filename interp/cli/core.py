@@ -8,9 +8,8 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
-from interp.cli import _print_top, _table, console, friendly_errors, parse_options
+from interp.cli import console, friendly_errors, parse_options, print_table, print_top
 from interp.errors import InterpError
 
 
@@ -35,12 +34,10 @@ def models() -> None:
         ]
         for m in list_models()
     ]
-    console.print(
-        _table(
-            "Models (or pass a local model directory / .gguf file)",
-            ["name", "aliases", "description", "size", "source", "installed"],
-            rows,
-        )
+    print_table(
+        "Models (or pass a local model directory / .gguf file)",
+        ["name", "aliases", "description", "size", "source", "installed"],
+        rows,
     )
 
 
@@ -49,9 +46,7 @@ def metrics() -> None:
     from interp.scores import list_metrics
 
     rows = [[m.name, m.modality, m.description, ", ".join(m.config_cls.field_names())] for m in list_metrics()]
-    console.print(
-        _table("Metrics (set options with --set key=value)", ["metric", "input", "description", "options"], rows)
-    )
+    print_table("Metrics (set options with --set key=value)", ["metric", "input", "description", "options"], rows)
 
 
 def scan(
@@ -81,7 +76,7 @@ def scan(
     loaded = load_model(model, device, dtype)
     check_applicable(info, loaded)
     result = info.fn(loaded, prompt_list, config, progress)
-    _print_top(result, top)
+    print_top(result, top)
     if out is not None:
         result.save(out)
         console.print(f"Wrote {out}")
@@ -97,7 +92,7 @@ def show(
     from interp.results import HeadScores
 
     result = HeadScores.load(path)
-    _print_top(result, top)
+    print_top(result, top)
     if html is not None:
         result.heatmap().write_html(html, include_plotlyjs="cdn")
         console.print(f"Wrote {html}")
@@ -135,11 +130,7 @@ def ablate(
     base, changed = (
         generate(loaded, [prompt], rows, max_new_tokens=max_new_tokens, template=template)[0] for rows in (None, iv)
     )
-    table = Table(title=f"{loaded.name}: {iv.describe()}", show_lines=True)
-    table.add_column("base")
-    table.add_column("intervened")
-    table.add_row(base, changed)
-    console.print(table)
+    print_table(f"{loaded.name}: {iv.describe()}", ["base", "intervened"], [[base, changed]], show_lines=True)
     batch = loaded.tokenize([prompt], template)
     p_base, p_new = (torch.softmax(forward_last(loaded, batch, rows).logits[0], -1) for rows in (None, iv))
     kl = float((p_base * (p_base.clamp_min(1e-30).log() - p_new.clamp_min(1e-30).log())).sum())
@@ -147,12 +138,10 @@ def ablate(
     for p in (p_base, p_new):
         vals, idx = p.topk(top_tokens)
         rows.append([f"{loaded.tokenizer.decode([int(i)])!r} {float(v):.3f}" for v, i in zip(vals, idx, strict=True)])
-    console.print(
-        _table(
-            f"Next-token distribution (KL base||intervened = {kl:.4g} nats)",
-            ["rank", "base", "intervened"],
-            [[i + 1, a, b] for i, (a, b) in enumerate(zip(*rows, strict=True))],
-        )
+    print_table(
+        f"Next-token distribution (KL base||intervened = {kl:.4g} nats)",
+        ["rank", "base", "intervened"],
+        [[i + 1, a, b] for i, (a, b) in enumerate(zip(*rows, strict=True))],
     )
 
 
