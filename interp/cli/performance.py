@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from interp.cli import _print_top, console, friendly_errors
+from interp.cli import console, friendly_errors, print_top
 from interp.errors import InterpError
 
 
@@ -73,7 +73,7 @@ def ray_sweep_cmd(
         provenance=make_provenance(prompt_list, seed=0, engine="ray"),
         per_prompt=result.per_prompt_grid(n_layers, n_heads),
     )
-    _print_top(scores, top)
+    print_top(scores, top)
     if out is not None:
         scores.save(out)
         console.print(f"Wrote {out}")
