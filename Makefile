@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip
 MODEL ?= default
 
-.PHONY: install app test lint format bench clean-cache icl-experiment rfa-experiment entropy-experiment e2e-deps testbed testbed-small safety-run safety-run-small
+.PHONY: install app test lint format bench clean-cache icl-experiment rfa-experiment entropy-experiment e2e-deps testbed testbed-small safety-run safety-run-small perf-bench
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ rfa-experiment: $(STAMP)
 	$(BIN)/python -m interp rfa experiment --out $(RFA_OUT)/d8_n8_relu --set dim=8 --set n_keys=8 --set n_heads=128 \
 		--set sample_sizes=32,64,128,256,512,1024,2048,4096
 	$(BIN)/python -m interp rfa experiment --out $(RFA_OUT)/d4_n4_softmax --set attention=softmax
+
+# Naive loop vs fast exact vs attribution vs screen-then-verify on the default model (long on a loaded CPU).
+perf-bench: $(STAMP)
+	nice -n 10 $(BIN)/python benchmarks/performance.py --json docs/performance/benchmark_default_cpu.json
 
 clean-cache:
 	rm -rf $${INTERP_CACHE_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/interp}
