@@ -59,6 +59,7 @@ def scan(
     top: int = typer.Option(10, help="How many top heads to print."),
     limit: int | None = typer.Option(None, help="Use only the first N prompts."),
     options: list[str] = typer.Option([], "--set", "-s", help="Metric option key=value (repeatable)."),
+    labels: str | None = typer.Option(None, help="Labelled prompts (JSONL) for metrics with a `labels` option."),
     device: str | None = typer.Option(None, help="cpu, cuda, cuda:N (default: cuda if available)."),
     dtype: str | None = typer.Option(None, help="float32 (default), bfloat16 or float16."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
@@ -69,7 +70,12 @@ def scan(
     from interp.scores import check_applicable, get_metric
 
     info = get_metric(metric)
-    config = info.make_config(parse_options(options))  # bad options fail before the model loads
+    settings = parse_options(options)
+    if labels is not None:  # a shortcut for --set labels=FILE, for the metrics that take labelled prompts
+        if "labels" not in info.config_cls.field_names():
+            raise InterpError(f'Metric "{metric}" takes no --labels; it reads its prompts from --prompts.')
+        settings["labels"] = labels
+    config = info.make_config(settings)  # bad options fail before the model loads
     if out is not None and out.suffix.lower() != ".json":
         raise InterpError(f"--out must be a .json path, got {out}.")
     prompt_list = load_prompts(prompts, limit)
