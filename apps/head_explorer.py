@@ -1,73 +1,115 @@
-"""Streamlit head explorer: a thin page over interp's functions.
+"""Streamlit head explorer: a thin page over interp's functions (logic lives in interp.app_support).
 
-Run with `interp app` (binds to 127.0.0.1) or `streamlit run apps/head_explorer.py -- --model default`.
+Run with `make app`, `interp app --model M` (binds to 127.0.0.1), or
+`streamlit run apps/head_explorer.py -- --model default`. The start-up model can also come from $INTERP_APP_MODEL.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
+import threading
+from pathlib import Path
 
 import streamlit as st
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # explorer_tabs sits beside this page
+
+import explorer_tabs as tabs
+
 import interp
-from interp.errors import InterpError
+from interp import app_support as sup
+
+LOCAL_PATH = "Local path…"
 
 
-def cli_model() -> str:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--model", default="default")
-    args, _ = parser.parse_known_args(sys.argv[1:])
-    return args.model
+@st.cache_resource(show_spinner="Loading model… (the first load of the default model converts it: ~1 min)")
+def get_model(spec: str) -> interp.LoadedModel:
+    return interp.load_model(spec)
 
 
-@st.cache_resource(show_spinner="Loading model…")
-def get_model(name: str) -> interp.LoadedModel:
-    return interp.load_model(name)
+@st.cache_resource(show_spinner=False)
+def model_lock(spec: str) -> threading.RLock:
+    """One lock per loaded model: hooks live on the shared model object, so two browser sessions must not run
+    forward passes on it at the same time (one session's intervention would leak into the other's scan)."""
+    return threading.RLock()
+
+
+@st.cache_resource(show_spinner=False)
+def model_catalogue() -> tuple[list[str], list[dict]]:
+    return sup.installed_models()
+
+
+def sidebar_model() -> tuple[str, interp.LoadedModel | None]:
+    """Model picker and facts; returns (the spec the user chose, the loaded model or None after an error)."""
+    state = st.session_state
+    st.sidebar.header("Model")
+    installed, missing = model_catalogue()
+    if "model_choice" not in state:  # first run: pre-select the start-up model (--model / $INTERP_APP_MODEL)
+        start = sup.startup_model(sys.argv[1:])
+        name = sup.canonical_model_name(start)
+        state.model_choice = name if name in installed else LOCAL_PATH
+        state.model_path = "" if name in installed else start
+    choice = st.sidebar.selectbox("Model", [*installed, LOCAL_PATH], key="model_choice")
+    spec = choice
+    if choice == LOCAL_PATH:
+        spec = st.sidebar.text_input(
+            "Model directory or .gguf file", key="model_path", placeholder="/path/to/hf-model-dir"
+        ).strip()
+    if missing:
+        with st.sidebar.expander(f"{len(missing)} optional model(s) not installed"):
+            for row in missing:
+                st.markdown(f"**{row['name']}** — {row['description']}  \n`{row['install']}`")
+    if not spec:
+        st.sidebar.info("Enter the path of a Hugging Face model directory or a .gguf file.")
+        return spec, None
+    with tabs.friendly():
+        model = get_model(spec)
+        info = model.info()
+        st.sidebar.caption(
+            f"**{info['name']}** · {info['architecture']}  \n{info['n_layers']} layers × {info['n_heads']} heads "
+            f"({info['n_kv_heads']} KV) · {info['n_params'] / 1e6:.1f}M params · {info['device']} · {info['dtype']}"
+        )
+        return spec, model
+    return spec, None
 
 
 def main() -> None:
-    st.set_page_config(page_title="interp head explorer", layout="wide")
+    st.set_page_config(page_title="interp · head explorer", page_icon=":material/hub:", layout="wide")
+    tabs.style()
     st.title("Head explorer")
-    model_name = st.sidebar.text_input("Model (name, directory or .gguf)", value=cli_model())
-    try:
-        model = get_model(model_name)
-    except InterpError as exc:
-        st.error(str(exc))
+    spec, model = sidebar_model()
+    if model is None:
+        st.info("Choose a model in the sidebar: the embedded default, an installed optional model, or a local path.")
         return
-    info = model.info()
-    st.sidebar.markdown(
-        f"**{info['name']}** — {info['n_layers']} layers x {info['n_heads']} heads "
-        f"({info['n_kv_heads']} KV), {info['n_params'] / 1e6:.1f}M params\n\n{info['source']}"
+    prompts = tabs.sidebar_prompts()
+    tabs.model_facts(model)
+    if prompts is None:
+        return
+    with model_lock(spec):
+        pages(model, spec, prompts)
+
+
+def pages(model: interp.LoadedModel, spec: str, prompts: tabs.Prompts) -> None:
+    quick = tabs.quick_look(model, spec, prompts.prompts, prompts.template)
+    scores, detail, playground, compare, export = st.tabs(
+        [
+            ":material/grid_on: Scores",
+            ":material/visibility: Head detail",
+            ":material/tune: Intervene",
+            ":material/compare: Compare",
+            ":material/download: Export",
+        ]
     )
-    prompts_text = st.text_area("Prompts (one per line)", value="\n".join(interp.load_prompts("short")), height=180)
-    kind = st.selectbox("Ablation", ["zero", "mean", "uniform", "resample"], index=0)
-    if st.button("Run ablation scan", type="primary") or "result" not in st.session_state:
-        prompts = [p for p in prompts_text.splitlines() if p.strip()]
-        bar = st.progress(0.0, text="Scanning heads…")
-        try:
-            st.session_state["result"] = interp.scan(
-                "ablation-kl",
-                model,
-                prompts,
-                kind=kind,
-                progress=lambda done, total: bar.progress(done / total, text=f"Scanning heads… {done}/{total}"),
-            )
-        except InterpError as exc:
-            st.error(str(exc))
-            return
-        finally:
-            bar.empty()
-    result = st.session_state["result"]
-    st.plotly_chart(result.heatmap(), use_container_width=True)
-    st.dataframe(result.top(10), hide_index=True)
-    st.download_button("Download result (JSON)", data=_json(result), file_name="ablation-kl.json")
-
-
-def _json(result: interp.HeadScores) -> str:
-    import json
-
-    return json.dumps(result.to_dict(), indent=1)
+    with scores:
+        tabs.scores_tab(model, spec, prompts)
+    with detail:
+        tabs.detail_tab(model, spec, prompts, quick)
+    with playground:
+        tabs.intervene_tab(model, spec, prompts)
+    with compare:
+        tabs.compare_tab()
+    with export:
+        tabs.export_tab(prompts)
 
 
 main()

@@ -228,7 +228,8 @@ def _z_hook(z: torch.Tensor, hook: Any, plan: _LayerPlan) -> torch.Tensor:
     # z: [batch, pos, n_heads, d_head]
     if plan.z_mul is not None:
         _rows_match(plan.z_mul.shape[0], z.shape[0], hook.name)
-        z = z * plan.z_mul[:, None, :, None]
+        # .to(z.device): with a device map, layer l may live on another GPU than the plan (a no-op otherwise).
+        z = z * plan.z_mul[:, None, :, None].to(z.device)
     if plan.z_add is not None:
         add = plan.z_add
         if add.shape[1] not in (1, z.shape[1]):
@@ -237,7 +238,7 @@ def _z_hook(z: torch.Tensor, hook: Any, plan: _LayerPlan) -> torch.Tensor:
                     f"{hook.name}: a resample value for {add.shape[1]} positions met {z.shape[1]} positions."
                 )
             add = plan.z_add_last  # one new position while decoding: past the source prompt's end
-        z = z + add
+        z = z + add.to(z.device)  # type: ignore[union-attr]
     return z
 
 
@@ -245,7 +246,7 @@ def _q_hook(q: torch.Tensor, hook: Any, plan: _LayerPlan) -> torch.Tensor:
     # q: [batch, pos, n_heads, d_head]
     assert plan.q_mul is not None
     _rows_match(plan.q_mul.shape[0], q.shape[0], hook.name)
-    return q * plan.q_mul[:, None, :, None]
+    return q * plan.q_mul[:, None, :, None].to(q.device)
 
 
 def intervention_hooks(model: LoadedModel, rows: Rows, seq_len: int) -> list[tuple[str, Callable]]:
@@ -350,6 +351,39 @@ def run_last(
     return logits[:, -1].float(), store
 
 
+def v_name(layer: int) -> str:
+    return f"blocks.{layer}.attn.hook_v"  # [batch, pos, n_kv_heads, d_head]: GQA keeps one value per K/V head
+
+
+@contextlib.contextmanager
+def _frozen(model: LoadedModel) -> Iterator[None]:
+    """Parameters need no gradient for the block, so a backward pass computes activation gradients only."""
+    params = [p for p in model.hf_model.parameters() if p.requires_grad and not p.is_inference()]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def forward_with_grad(model: LoadedModel, batch: TokenBatch, fwd_hooks: Sequence[tuple[str, Callable]]) -> torch.Tensor:
+    """Last-position logits [batch, d_vocab] of one pass with autograd on, for gradient-based attribution.
+
+    Parameters are frozen during the pass, so gradients flow only to tensors the hooks make require grad
+    (e.g. a zero `delta` added to hook_z); call torch.autograd.grad on the result afterwards."""
+    with torch.enable_grad(), _frozen(model), hooked(model, fwd_hooks):
+        logits = model.bridge(batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=1)
+    return logits[:, -1].float()
+
+
+def unembedding_weights(model: LoadedModel) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The unembedding: weight [d_vocab, d_model] and bias [d_vocab] or None (logits = hidden @ W.T + b)."""
+    head = model.hf_model.get_output_embeddings()
+    return head.weight.detach(), (head.bias.detach() if getattr(head, "bias", None) is not None else None)
+
+
 # Stored under the name asked for: hook.name is the canonical name, which can differ from an alias
 # such as hook_z (= attn.o.hook_in on the bridge).
 def _store(t: torch.Tensor, hook: Any, store: dict[str, torch.Tensor], key: str, reduce: Callable | None) -> None:
@@ -370,6 +404,14 @@ def forward_last(model: LoadedModel, batch: TokenBatch, rows: Rows = None, hidde
     """Last-position logits (and normalized final hidden state) under interventions."""
     logits, store = run_last(model, batch, rows, capture=[FINAL_HIDDEN] if hidden else (), reduce=_last)
     return LastPosition(logits, store.get(FINAL_HIDDEN))
+
+
+def unembed(model: LoadedModel, hidden: torch.Tensor) -> torch.Tensor:
+    """Logits [batch, d_vocab] from normalized final hidden states [batch, d_model] (the FINAL_HIDDEN readout):
+    the model's own output projection, so unembed(forward_last(...).hidden) equals forward_last(...).logits."""
+    head = model.hf_model.get_output_embeddings()
+    with torch.no_grad():  # the head's own device: with a device map it need not be the embedding's
+        return head(hidden.to(device=head.weight.device, dtype=head.weight.dtype)).float()
 
 
 def capture(

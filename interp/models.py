@@ -499,12 +499,29 @@ def load_model(
     name_or_path: str | os.PathLike[str] = "default",
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
+    *,
+    device_map: str | dict[str, Any] | None = None,
+    max_memory: dict[Any, Any] | None = None,
+    offload_folder: str | os.PathLike[str] | None = None,
 ) -> LoadedModel:
     """Load a registered model by name, a local HF model directory, or a local .gguf file.
 
     device: None picks CUDA when available, else CPU. dtype: None means float32.
+    device_map: split the model over several devices (multi-GPU, or offloaded to "cpu"/"disk") with
+        accelerate: "auto" / "balanced" / "sequential" (transformers fills the visible GPUs in order) or a
+        dict {module name: device}, e.g. {"model.embed_tokens": 0, "model.layers.0": 0, …, "lm_head": 1};
+        `device` is then ignored. max_memory (e.g. {0: "70GiB", 1: "70GiB"}) and offload_folder (for
+        "disk") as in transformers. The bridge keeps the placement: inputs go to the embedding's device and
+        every later tensor follows its layer.
     """
     dev, dt = resolve_device(device), resolve_dtype(dtype)
+    placement = None
+    if device_map is not None:
+        placement = {"device_map": device_map}
+        if max_memory is not None:
+            placement["max_memory"] = max_memory
+        if offload_folder is not None:
+            placement["offload_folder"] = str(offload_folder)
     name = str(name_or_path)
     if name in _REGISTRY or name in _ALIASES:
         entry = get_entry(name)
@@ -515,11 +532,23 @@ def load_model(
             )
         if isinstance(located, tuple):
             hf_model, tokenizer = located
-            return wrap_model(hf_model.to(device=dev, dtype=dt), tokenizer, entry.name, entry.source)
-        return _load_path(Path(located), dev, dt, display_name=entry.name, hf_name=entry.hf_name, source=entry.source)
+            if placement is None:
+                return wrap_model(hf_model.to(device=dev, dtype=dt), tokenizer, entry.name, entry.source)
+            located = _save_temporary(hf_model, tokenizer)  # device maps are applied by from_pretrained
+        return _load_path(
+            Path(located),
+            dev,
+            dt,
+            display_name=entry.name,
+            hf_name=entry.hf_name,
+            source=entry.source,
+            placement=placement,
+        )
     path = Path(name).expanduser()
     if path.exists():
-        return _load_path(path, dev, dt, display_name=str(path), hf_name=None, source=f"local path {path}")
+        return _load_path(
+            path, dev, dt, display_name=str(path), hf_name=None, source=f"local path {path}", placement=placement
+        )
     if path.suffix or os.sep in name or name.startswith("."):
         raise ModelLoadError(f"Model path {path} does not exist.")
     known = [*_REGISTRY, *_ALIASES]
@@ -527,8 +556,22 @@ def load_model(
     raise type(err)(f"{err} Or pass a local model directory or a .gguf file.")
 
 
+def _save_temporary(hf_model: Any, tokenizer: Any) -> Path:
+    directory = Path(tempfile.mkdtemp(prefix="interp-model-"))
+    hf_model.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
 def _load_path(
-    path: Path, device: torch.device, dtype: torch.dtype, *, display_name: str, hf_name: str | None, source: str
+    path: Path,
+    device: torch.device,
+    dtype: torch.dtype,
+    *,
+    display_name: str,
+    hf_name: str | None,
+    source: str,
+    placement: dict[str, Any] | None = None,
 ) -> LoadedModel:
     if path.is_file():
         if path.suffix.lower() != ".gguf":
@@ -538,7 +581,7 @@ def _load_path(
         directory = _gguf_to_cache(path)
     else:
         directory = path
-    hf_model, tokenizer = _load_hf_dir(directory, device, dtype, origin=path)
+    hf_model, tokenizer = _load_hf_dir(directory, device, dtype, origin=path, placement=placement)
     return wrap_model(hf_model, tokenizer, display_name, source, hf_name=hf_name)
 
 
@@ -571,7 +614,9 @@ def _check_hf_dir(directory: Path) -> dict[str, Any]:
     return config
 
 
-def _load_hf_dir(directory: Path, device: torch.device, dtype: torch.dtype, origin: Path) -> tuple[Any, Any]:
+def _load_hf_dir(
+    directory: Path, device: torch.device, dtype: torch.dtype, origin: Path, placement: dict[str, Any] | None = None
+) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     config = _check_hf_dir(directory)
@@ -583,11 +628,18 @@ def _load_hf_dir(directory: Path, device: torch.device, dtype: torch.dtype, orig
         try:
             tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True, trust_remote_code=False)
             hf_model = AutoModelForCausalLM.from_pretrained(
-                directory, local_files_only=True, trust_remote_code=False, use_safetensors=True, dtype=dtype
+                directory,
+                local_files_only=True,
+                trust_remote_code=False,
+                use_safetensors=True,
+                dtype=dtype,
+                **(placement or {}),
             )
-        except (OSError, ValueError, KeyError) as exc:
-            raise ModelLoadError(f"Could not load the model in {origin}: {exc}") from exc
-    return hf_model.to(device).eval(), tokenizer
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            where = f" with device_map={placement['device_map']!r}" if placement else ""
+            raise ModelLoadError(f"Could not load the model in {origin}{where}: {exc}") from exc
+    # A device map has placed every module already; moving the model would undo it.
+    return (hf_model if placement else hf_model.to(device)).eval(), tokenizer
 
 
 VISION_LANGUAGE_TYPES = ("llava", "llava_next")
@@ -774,3 +826,7 @@ def _quiet() -> Iterator[None]:
     finally:
         hf_logging.set_verbosity(previous)
         hf_logging.enable_progress_bar()
+
+
+# Optional extras register themselves (the safety testbed: Qwen2.5-Coder GGUFs split over PyPI packages).
+from interp import testbed as _testbed  # noqa: E402, F401

@@ -139,3 +139,17 @@ def test_ablate_prints_both_generations(prompts_file):
     assert code == 0, out
     assert "base" in out and "intervened" in out and "scale x0 on L1H0,L2H3" in out
     assert "KL base||intervened" in out
+
+
+def test_scan_labels_shortcut(tmp_path):
+    labels = tmp_path / "labels.jsonl"
+    rows = [{"prompt": f"good thing number {i}", "label": "a"} for i in range(6)]
+    rows += [{"prompt": f"bad item {i} here", "label": "b"} for i in range(6)]
+    labels.write_text("\n".join(json.dumps(r) for r in rows))
+    out_file = tmp_path / "p.json"
+    code, out = run("scan", "probe", "-m", "tiny-llama", "--labels", str(labels), "--set", "folds=2",
+                    "--set", "control=shuffled", "-o", str(out_file), "--no-progress")
+    assert code == 0, out
+    assert HeadScores.load(out_file).config["labels"] == str(labels)
+    code, out = run("scan", "ablation-kl", "-m", "tiny-llama", "--labels", str(labels))
+    assert code == 2 and "takes no --labels" in out

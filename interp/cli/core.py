@@ -59,6 +59,7 @@ def scan(
     top: int = typer.Option(10, help="How many top heads to print."),
     limit: int | None = typer.Option(None, help="Use only the first N prompts."),
     options: list[str] = typer.Option([], "--set", "-s", help="Metric option key=value (repeatable)."),
+    labels: str | None = typer.Option(None, help="Labelled prompts (JSONL) for metrics with a `labels` option."),
     device: str | None = typer.Option(None, help="cpu, cuda, cuda:N (default: cuda if available)."),
     dtype: str | None = typer.Option(None, help="float32 (default), bfloat16 or float16."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
@@ -69,7 +70,12 @@ def scan(
     from interp.scores import check_applicable, get_metric
 
     info = get_metric(metric)
-    config = info.make_config(parse_options(options))  # bad options fail before the model loads
+    settings = parse_options(options)
+    if labels is not None:  # a shortcut for --set labels=FILE, for the metrics that take labelled prompts
+        if "labels" not in info.config_cls.field_names():
+            raise InterpError(f'Metric "{metric}" takes no --labels; it reads its prompts from --prompts.')
+        settings["labels"] = labels
+    config = info.make_config(settings)  # bad options fail before the model loads
     if out is not None and out.suffix.lower() != ".json":
         raise InterpError(f"--out must be a .json path, got {out}.")
     prompt_list = load_prompts(prompts, limit)
@@ -117,9 +123,8 @@ def ablate(
     dtype: str | None = typer.Option(None),
 ) -> None:
     """Generate with and without an intervention on HEADS and print both side by side."""
-    import torch
-
-    from interp.hooks import forward_last, generate, make_intervention
+    from interp.effects import generate_pair, next_token_table
+    from interp.hooks import make_intervention
     from interp.models import load_model
     from interp.prompts import check_prompts, load_prompts
 
@@ -127,21 +132,21 @@ def ablate(
     loaded = load_model(model, device, dtype)
     ref = load_prompts(reference) if kind == "mean" else None
     iv = make_intervention(loaded, heads, kind, alpha=alpha, eps=eps, reference=ref, source=source, template=template)
-    base, changed = (
-        generate(loaded, [prompt], rows, max_new_tokens=max_new_tokens, template=template)[0] for rows in (None, iv)
-    )
+    base, changed = generate_pair(loaded, prompt, iv, max_new_tokens, template)
     print_table(f"{loaded.name}: {iv.describe()}", ["base", "intervened"], [[base, changed]], show_lines=True)
-    batch = loaded.tokenize([prompt], template)
-    p_base, p_new = (torch.softmax(forward_last(loaded, batch, rows).logits[0], -1) for rows in (None, iv))
-    kl = float((p_base * (p_base.clamp_min(1e-30).log() - p_new.clamp_min(1e-30).log())).sum())
-    rows = []
-    for p in (p_base, p_new):
-        vals, idx = p.topk(top_tokens)
-        rows.append([f"{loaded.tokenizer.decode([int(i)])!r} {float(v):.3f}" for v, i in zip(vals, idx, strict=True)])
+    frame, kl = next_token_table(loaded, prompt, iv, top_tokens, template)
+    rows = [
+        [
+            r["rank"],
+            f"{r['base token']} {r['p base']:.3f} -> {r['p intervened']:.3f}",
+            f"{r['intervened token']} {r['p (intervened top)']:.3f}",
+        ]
+        for r in frame.to_dict("records")
+    ]
     print_table(
         f"Next-token distribution (KL base||intervened = {kl:.4g} nats)",
-        ["rank", "base", "intervened"],
-        [[i + 1, a, b] for i, (a, b) in enumerate(zip(*rows, strict=True))],
+        ["rank", "base token: p base -> p intervened", "intervened top token: p"],
+        rows,
     )
 
 

@@ -2,22 +2,25 @@
 
 score(head) = mean over prompts of KL( p(. | prompt) || p_intervened(. | prompt) ) at the last prompt
 position, natural log. The default intervention is zero ablation; any kind from interp.hooks works.
+
+method: "exact" (the batched sweep; resumable with checkpoint=DIR), "attribution" (a second-order Fisher
+estimate from gradients, every head in a few passes; see interp.attribution) or "screen" (attribution for
+every head, then the exact sweep for the top_k).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from interp.config import Config, TemplateName, positive
 from interp.errors import InterpError
 from interp.hooks import InterventionKind
 from interp.models import LoadedModel
 from interp.progress import Progress
-from interp.provenance import make_provenance
 from interp.results import HeadScores
 from interp.scores import register_metric
-from interp.sweep import kl_per_prompt, sweep
 
 
 @dataclass(frozen=True)
@@ -30,11 +33,30 @@ class AblationKLConfig(Config):
     template: TemplateName = "auto"
     batch_size: int = 32
     resample_seed: int = 0
+    method: Literal["exact", "attribution", "screen"] = "exact"
+    """exact sweep, gradient attribution for every head, or attribution then exact for the top_k."""
+    top_k: int = 20
+    """Heads verified exactly by method="screen"."""
+    fisher_rank: int = 8
+    """Backward passes (Fisher eigen-directions) per prompt chunk for attribution of KL."""
+    fisher_tokens: int = 512
+    """Most likely tokens kept in the diagonal part of the Fisher (the tail mass is reported)."""
+    checkpoint: str | None = None
+    """Directory for resumable progress of the exact sweep (re-run with the same value to resume)."""
+    checkpoint_every: float = 60.0
+    """Seconds between checkpoint writes."""
 
     def check(self) -> None:
-        positive("batch_size", self.batch_size)
+        for name in ("batch_size", "top_k", "fisher_rank", "fisher_tokens"):
+            positive(name, getattr(self, name))
         if not 0 < self.eps < 1:
             raise InterpError(f"eps must be in (0, 1), got {self.eps}.")
+        if self.checkpoint_every < 0:
+            raise InterpError(f"checkpoint_every must be >= 0 seconds, got {self.checkpoint_every}.")
+        if self.method != "exact" and self.kind == "resample":
+            raise InterpError(
+                f'method="{self.method}" supports kinds zero, scale, mean, uniform; use method="exact" for resample.'
+            )
 
 
 @register_metric(
@@ -45,30 +67,6 @@ class AblationKLConfig(Config):
 def ablation_kl(
     model: LoadedModel, prompts: Sequence[str], config: AblationKLConfig, progress: Progress = True
 ) -> HeadScores:
-    batch = model.tokenize(prompts, config.template)
-    result = sweep(
-        model,
-        batch,
-        kl_per_prompt,
-        kind=config.kind,
-        alpha=config.alpha,
-        eps=config.eps,
-        batch_size=config.batch_size,
-        resample_seed=config.resample_seed,
-        progress=progress,
-    )
-    return HeadScores(
-        scores=result.grid(model.n_layers, model.n_heads),
-        metric="ablation-kl",
-        model=model.name,
-        config=config.to_dict(),
-        provenance=make_provenance(
-            prompts,
-            seed=config.resample_seed,
-            template=batch.template,
-            device=str(model.device),
-            dtype=str(model.dtype),
-            seconds=round(result.seconds, 3),
-        ),
-        per_prompt=result.per_prompt_grid(model.n_layers, model.n_heads),
-    )
+    from interp.attribution import ablation_head_scores
+
+    return ablation_head_scores(model, prompts, config, "ablation-kl", "kl", progress)

@@ -1,0 +1,79 @@
+"""`interp ray-sweep`: ablation-KL over every head, sharded across Ray workers (local or a cluster).
+
+Attribution and screen-then-verify are options of the metrics themselves:
+    interp scan ablation-kl --set method=attribution
+    interp scan ablation-kl --set method=screen --set top_k=20
+    interp scan ablation-kl --set checkpoint=runs/kl-ckpt        # resumable: run the same command again
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from interp.cli import console, friendly_errors, print_top
+from interp.errors import InterpError
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="ray-sweep")(friendly_errors(ray_sweep_cmd))
+
+
+def ray_sweep_cmd(
+    model: str = typer.Option("default", "--model", "-m", help="Model name or path (every worker loads it)."),
+    prompts: str = typer.Option("short", "--prompts", "-p", help="Prompts file or built-in set."),
+    limit: int | None = typer.Option(None, help="Use only the first N prompts."),
+    kind: str = typer.Option("zero", help="zero | mean | resample | uniform | scale."),
+    alpha: float | None = typer.Option(None, help="Factor for --kind scale."),
+    template: str = typer.Option("auto", help="auto | chat | raw | query."),
+    workers: int = typer.Option(2, help="Ray workers (tasks), one shard each."),
+    shard: str = typer.Option("prompts", help="prompts | heads."),
+    address: str | None = typer.Option(None, help='Ray address: none = a private local Ray; "auto" = this cluster.'),
+    cpus: float = typer.Option(1.0, help="CPUs per worker (torch threads)."),
+    gpus: float = typer.Option(0.0, help="GPUs per worker."),
+    batch_size: int = typer.Option(32, help="Rows per forward pass."),
+    checkpoint: Path | None = typer.Option(None, help="Checkpoint directory (one subdirectory per shard)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write the HeadScores JSON here."),
+    top: int = typer.Option(10, help="How many top heads to print."),
+) -> None:
+    """Score every head by ablation-KL with the sweep split across Ray workers; reduce to one HeadScores."""
+    from interp.distributed import ray_sweep
+    from interp.prompts import load_prompts
+    from interp.provenance import make_provenance
+    from interp.results import HeadScores
+    from interp.sweep import kl_per_prompt
+
+    if out is not None and out.suffix.lower() != ".json":
+        raise InterpError(f"--out must be a .json path, got {out}.")
+    prompt_list = load_prompts(prompts, limit)
+    result = ray_sweep(
+        model,
+        prompt_list,
+        kl_per_prompt,
+        shard=shard,  # type: ignore[arg-type]
+        n_workers=workers,
+        address=address,
+        num_cpus=cpus,
+        num_gpus=gpus,
+        kind=kind,
+        alpha=alpha,
+        template=template,
+        batch_size=batch_size,
+        checkpoint=checkpoint,
+    )
+    # Every head was swept, so the shape follows from the groups (the driver never loads the model).
+    n_layers = 1 + max(g[0].layer for g in result.groups)
+    n_heads = 1 + max(g[0].head for g in result.groups)
+    scores = HeadScores(
+        scores=result.grid(n_layers, n_heads),
+        metric="ablation-kl",
+        model=model,
+        config={"kind": kind, "alpha": alpha, "template": template, "workers": workers, "shard": shard},
+        provenance=make_provenance(prompt_list, seed=0, engine="ray"),
+        per_prompt=result.per_prompt_grid(n_layers, n_heads),
+    )
+    print_top(scores, top)
+    if out is not None:
+        scores.save(out)
+        console.print(f"Wrote {out}")

@@ -1,0 +1,66 @@
+"""`interp probe`: random-feature probes of every head for labelled prompts, with a control.
+
+interp probe --labels harmful-harmless --model default --out probe.json
+interp probe --labels my_labels.jsonl --set control=shuffled --set position=mean
+
+The same analysis runs through the generic scanner as `interp scan probe --set labels=FILE`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import cast
+
+import typer
+
+from interp.cli import console, friendly_errors, parse_options, print_table
+from interp.errors import InterpError
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="probe")(friendly_errors(probe))
+
+
+def probe(
+    labels: str = typer.Option(
+        "harmful-harmless",
+        "--labels",
+        "-l",
+        help='JSONL file, one {"prompt": ..., "label": ...} per line, or a built-in pair (harmful-harmless).',
+    ),
+    model: str = typer.Option("default", "--model", "-m", help="Model name, local directory or .gguf file."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write the HeadScores JSON (selectivity) here."),
+    top: int = typer.Option(10, help="How many heads to print (highest selectivity first)."),
+    limit: int | None = typer.Option(None, help="At most N prompts per class."),
+    options: list[str] = typer.Option(
+        [], "--set", "-s", help="Probe option key=value (control, position, n_components, folds, seed, C, ...)."
+    ),
+    device: str | None = typer.Option(None, help="cpu, cuda, cuda:N (default: cuda if available)."),
+    dtype: str | None = typer.Option(None, help="float32 (default), bfloat16 or float16."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Probe every head's output for LABELS; print accuracy, control and selectivity per head."""
+    from interp.models import load_model
+    from interp.scores.probe import ProbeConfig, check_labels, load_labelled, probe_heads
+
+    config = cast(ProbeConfig, ProbeConfig.from_strings(parse_options(options), labels=labels, limit=limit))
+    if out is not None and out.suffix.lower() != ".json":
+        raise InterpError(f"--out must be a .json path, got {out}.")
+    prompts, label_list = load_labelled(config.labels, config.limit)  # bad labels fail before the model loads
+    check_labels(prompts, label_list, config.folds)
+    loaded = load_model(model, device, dtype)
+    result = probe_heads(loaded, prompts, label_list, config, progress)
+    extras = result.selectivity.extras
+    counts = ", ".join(f"{k}: {v}" for k, v in extras["class_counts"].items())
+    rows = [
+        [r.label, f"{r.accuracy:.3f}", f"{r.control:.3f}", f"{r.selectivity:+.3f}"]
+        for r in result.table(top).itertuples()
+    ]
+    print_table(
+        f"Probe ({counts}; {config.folds}-fold held-out accuracy; control: {extras['control_model']}) on {loaded.name}",
+        ["head", "accuracy", "control", "selectivity"],
+        rows,
+    )
+    if out is not None:
+        result.selectivity.save(out)
+        console.print(f"Wrote {out}")

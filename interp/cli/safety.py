@@ -1,0 +1,142 @@
+"""Safety-heads commands: `interp sahara` (greedy group search) and `interp asr` (attack success rate).
+
+interp scan ships --model testbed --prompts advbench --limit 8 --set ablation=query --out ships.json
+interp scan ships-dataset --model testbed --prompts advbench --limit 8 --set rank=1
+interp sahara --model testbed --prompts advbench --limit 8 --steps 3 --candidates 8 --out sahara.json
+interp asr --model testbed --heads L3H4,L5H1 --prompts advbench --offset 8 --limit 100 --random-control
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from interp.cli import console, friendly_errors, print_table, print_top
+from interp.errors import InterpError
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(friendly_errors(sahara))
+    app.command()(friendly_errors(asr))
+
+
+def sahara(
+    model: str = typer.Option("default", "--model", "-m", help="Model name, local directory or .gguf file."),
+    prompts: str = typer.Option("advbench", "--prompts", "-p", help="Harmful prompts (file or built-in set)."),
+    limit: int | None = typer.Option(8, help="Use only the first N prompts."),
+    steps: int = typer.Option(3, help="Heads in the group (1-5)."),
+    candidates: int | None = typer.Option(None, help="Steps after the first try only the top-K heads of step 1."),
+    ablation: str = typer.Option("query", help="query (queries x eps: uniform attention) | values (output x eps)."),
+    eps: float = typer.Option(1e-8),
+    rank: int = typer.Option(1, help="Dimension of the singular subspaces compared."),
+    template: str = typer.Option("auto", help="auto | chat | query | raw."),
+    batch_size: int = typer.Option(32, help="Rows per forward pass."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write the HeadScores JSON here."),
+    device: str | None = typer.Option(None),
+    dtype: str | None = typer.Option(None),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Greedy search for a group of safety heads (Sahara) by dataset-level Ships."""
+    from interp.models import load_model
+    from interp.prompts import load_prompts
+    from interp.scores.safety import SaharaConfig
+    from interp.scores.safety import sahara as run_sahara
+
+    config = SaharaConfig(
+        ablation=ablation,  # type: ignore[arg-type]
+        eps=eps,
+        rank=rank,
+        template=template,  # type: ignore[arg-type]
+        batch_size=batch_size,
+        steps=steps,
+        candidates=candidates,
+    )
+    if out is not None and out.suffix.lower() != ".json":
+        raise InterpError(f"--out must be a .json path, got {out}.")
+    prompt_list = load_prompts(prompts, limit)
+    loaded = load_model(model, device, dtype)
+    result = run_sahara(loaded, prompt_list, config, progress)
+    rows = [[s["step"], s["head"], f"{s['score']:.4g}", s["n_tried"], s["seconds"]] for s in result.extras["steps"]]
+    print_table(
+            f"Sahara group on {loaded.name}: {', '.join(result.extras['group'])}",
+            ["step", "head", "angle (deg)", "heads tried", "seconds"],
+            rows,
+        )
+    print_top(result, 5)
+    if out is not None:
+        result.save(out)
+        console.print(f"Wrote {out}")
+
+
+def asr(
+    heads: str = typer.Option(..., "--heads", help="Heads to ablate together, e.g. L3H4,L5H1."),
+    model: str = typer.Option("default", "--model", "-m"),
+    prompts: str = typer.Option("advbench", "--prompts", "-p", help="Harmful prompts (file or built-in set)."),
+    offset: int = typer.Option(0, help="Skip the first N prompts (e.g. those used to find the heads)."),
+    limit: int = typer.Option(100, help="Evaluate N prompts."),
+    harmless: str | None = typer.Option(
+        "harmless", help="Harmless prompts for the harmless-side cost ('none' to skip)."
+    ),
+    harmless_limit: int = typer.Option(100, help="Use at most N harmless prompts."),
+    random_control: bool = typer.Option(
+        False, "--random-control/--no-random-control", help="Also ablate as many random heads from the same layers."
+    ),
+    seed: int = typer.Option(0, help="Seed of the random control."),
+    ablation: str = typer.Option("query", help="query | values."),
+    eps: float = typer.Option(1e-8),
+    keywords: str | None = typer.Option(None, help="Comma-separated refusal keywords (default: the paper's list)."),
+    min_tokens: int = typer.Option(32, help="Shorter responses never count as successful attacks."),
+    max_new_tokens: int = typer.Option(64),
+    template: str = typer.Option("auto", help="auto | chat | query | raw."),
+    batch_size: int = typer.Option(16, help="Rows per generation batch."),
+    out_dir: Path | None = typer.Option(None, help="Write asr_*.csv/json (and harmless_*) here."),
+    device: str | None = typer.Option(None),
+    dtype: str | None = typer.Option(None),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Attack success rate with and without ablating HEADS (greedy generation), plus the harmless-side cost."""
+    from interp.models import load_model
+    from interp.prompts import load_prompts
+    from interp.safety import AsrConfig, attack_success, harmless_cost
+    from interp.safety import random_control as pick_random
+
+    extra = {"keywords": tuple(k.strip() for k in keywords.split(",") if k.strip())} if keywords else {}
+    config = AsrConfig(
+        min_tokens=min_tokens,
+        max_new_tokens=max_new_tokens,
+        template=template,  # type: ignore[arg-type]
+        ablation=ablation,  # type: ignore[arg-type]
+        eps=eps,
+        batch_size=batch_size,
+        **extra,
+    )
+    if offset < 0 or limit < 1:
+        raise InterpError(f"--offset must be >= 0 and --limit >= 1, got {offset} and {limit}.")
+    harmful = load_prompts(prompts)[offset : offset + limit]
+    if not harmful:
+        raise InterpError(f"No prompts left after --offset {offset}.")
+    loaded = load_model(model, device, dtype)
+    group = list(loaded.parse_heads(heads))
+    conditions: dict[str, list | None] = {"none": None, "heads": group}
+    if random_control:
+        conditions["random_same_layers"] = pick_random(loaded, group, seed)
+    result = attack_success(loaded, harmful, conditions, config, progress)
+    _print_summary(f"ASR on {len(harmful)} prompts ({loaded.name})", result.summary)
+    if out_dir is not None:
+        result.save(out_dir, "asr")
+    if harmless and harmless.lower() != "none":
+        cost = harmless_cost(loaded, load_prompts(harmless, harmless_limit), conditions, config, progress)
+        _print_summary(f"Harmless-side cost ({loaded.name})", cost.summary)
+        if out_dir is not None:
+            cost.save(out_dir, "harmless")
+    if out_dir is not None:
+        console.print(f"Wrote results to {out_dir}")
+
+
+def _print_summary(title: str, summary: object) -> None:
+    import pandas as pd
+
+    assert isinstance(summary, pd.DataFrame)
+    fmt = [[f"{v:.3g}" if isinstance(v, float) else v for v in row] for row in summary.itertuples(index=False)]
+    print_table(title, list(summary.columns), fmt)
