@@ -279,7 +279,7 @@ def attribute(
         infos.append(info)
     diagnostics = {k: float(np.mean([i[k] for i in infos])) for k in infos[0]} if infos and infos[0] else {}
     return Attribution(
-        torch.cat(parts).numpy(),
+        torch.cat(parts).cpu().numpy(),
         time.perf_counter() - start,
         rank if metric == "kl" else 1,
         diagnostics,

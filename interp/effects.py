@@ -39,7 +39,7 @@ def next_token_table(
     Columns: rank; the base top-k tokens with their probability before and after; the intervened top-k tokens.
     """
     batch = model.tokenize([prompt, prompt], template)
-    logits = forward_last(model, batch, [None, intervention]).logits  # [2, d_vocab]
+    logits = forward_last(model, batch, [None, intervention]).logits.cpu()  # [2, d_vocab]
     logp = torch.log_softmax(logits.double(), -1)
     p_base, p_new = logp.exp()
     kl = float((p_base * (logp[0] - logp[1])).sum())

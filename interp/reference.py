@@ -60,7 +60,7 @@ def _hook(kind: str, head: Head, alpha: float, eps: float, fill: torch.Tensor | 
         elif kind == "scale":
             z[:, :, h] = z[:, :, h] * alpha
         else:  # mean: [d_head] for every row and position; resample: [rows, pos, d_head]
-            z[:, :, h] = fill
+            z[:, :, h] = fill.to(z)  # fill lives on the CPU; z on the model's device
         return z
 
     return f"blocks.{head.layer}.attn.hook_z", change_output
@@ -109,7 +109,7 @@ def naive_sweep(
         if value.ndim == 0:
             scores.append(float(value))
         else:
-            per_prompt.append(value.double().numpy())
+            per_prompt.append(value.double().cpu().numpy())
             scores.append(float(value.double().mean()))
     return SweepResult(
         [(h,) for h in heads],
