@@ -12,6 +12,8 @@ import typer
 from interp.cli import console, friendly_errors, parse_options, print_table, print_top
 from interp.errors import InterpError
 
+VISION_PROMPTS = ["Describe the image."]
+
 
 def register(app: typer.Typer) -> None:
     for fn in (models, metrics, scan, show, ablate):
@@ -52,8 +54,16 @@ def metrics() -> None:
 def scan(
     metric: str = typer.Argument(..., help="Metric name (see `interp metrics`)."),
     model: str = typer.Option("default", "--model", "-m", help="Model name, local directory or .gguf file."),
-    prompts: str = typer.Option(
-        "short", "--prompts", "-p", help="Prompts file (.txt, one per line; or .jsonl) or a built-in set."
+    prompts: str | None = typer.Option(
+        None,
+        "--prompts",
+        "-p",
+        help='Prompts file (.txt, one per line; or .jsonl) or a built-in set (default "short"; vision metrics: '
+        '"Describe the image.").',
+    ),
+    prompt: list[str] = typer.Option([], "--prompt", help="A prompt (repeatable); used instead of --prompts."),
+    images: str | None = typer.Option(
+        None, "--images", help='Vision metrics: a folder of images, an image file, or "scenes" (generated; default).'
     ),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write the HeadScores JSON here."),
     top: int = typer.Option(10, help="How many top heads to print."),
@@ -66,11 +76,15 @@ def scan(
 ) -> None:
     """Score every head of a model with METRIC and print the top heads."""
     from interp.models import load_model
-    from interp.prompts import load_prompts
+    from interp.prompts import check_prompts, load_prompts
     from interp.scores import check_applicable, get_metric
 
     info = get_metric(metric)
     settings = parse_options(options)
+    if images is not None:
+        if info.modality != "vision":
+            raise InterpError(f'--images is for vision metrics; "{metric}" reads text only.')
+        settings["images"] = images
     if labels is not None:  # a shortcut for --set labels=FILE, for the metrics that take labelled prompts
         if "labels" not in info.config_cls.field_names():
             raise InterpError(f'Metric "{metric}" takes no --labels; it reads its prompts from --prompts.')
@@ -78,7 +92,12 @@ def scan(
     config = info.make_config(settings)  # bad options fail before the model loads
     if out is not None and out.suffix.lower() != ".json":
         raise InterpError(f"--out must be a .json path, got {out}.")
-    prompt_list = load_prompts(prompts, limit)
+    if prompt:
+        prompt_list = check_prompts(prompt)[:limit] if limit else check_prompts(prompt)
+    elif prompts is None and info.modality == "vision":
+        prompt_list = VISION_PROMPTS  # the question asked about each image
+    else:
+        prompt_list = load_prompts(prompts or "short", limit)
     loaded = load_model(model, device, dtype)
     check_applicable(info, loaded)
     result = info.fn(loaded, prompt_list, config, progress)

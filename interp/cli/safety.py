@@ -59,10 +59,10 @@ def sahara(
     result = run_sahara(loaded, prompt_list, config, progress)
     rows = [[s["step"], s["head"], f"{s['score']:.4g}", s["n_tried"], s["seconds"]] for s in result.extras["steps"]]
     print_table(
-            f"Sahara group on {loaded.name}: {', '.join(result.extras['group'])}",
-            ["step", "head", "angle (deg)", "heads tried", "seconds"],
-            rows,
-        )
+        f"Sahara group on {loaded.name}: {', '.join(result.extras['group'])}",
+        ["step", "head", "angle (deg)", "heads tried", "seconds"],
+        rows,
+    )
     print_top(result, 5)
     if out is not None:
         result.save(out)

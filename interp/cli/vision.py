@@ -1,4 +1,4 @@
-"""Vision commands: `scan` learns --images/--prompt, plus `generate` (with --vhr) and `scenes`.
+"""Vision commands: `generate` (with --vhr) and `scenes`; `scan` (core) takes --images / --prompt.
 
 interp scan vhd --model scenes-vlm --images DIR --prompt "Describe the image." --out vhd.json
 interp scan t-vhd --model scenes-vlm --prompt "Describe the image." --set n_images=4
@@ -12,75 +12,14 @@ from pathlib import Path
 
 import typer
 
-from interp.cli import console, friendly_errors, parse_options, print_table, print_top
+from interp.cli import console, friendly_errors, print_table
 from interp.errors import InterpError
-
-DEFAULT_VISION_PROMPTS = ["Describe the image."]
 
 
 def register(app: typer.Typer) -> None:
-    _extend_scan(app)
+    # `scan` (interp/cli/core.py) takes --images / --prompt for the vision metrics itself.
     app.command(name="generate")(friendly_errors(generate))
     app.command(name="scenes")(friendly_errors(scenes))
-
-
-def _extend_scan(app: typer.Typer) -> None:
-    """Swap the core `scan` for one that also takes --images and --prompt (same options otherwise)."""
-    for info in app.registered_commands:
-        if (info.name or getattr(info.callback, "__name__", "")) == "scan":
-            info.callback = friendly_errors(scan)
-            return
-    app.command(name="scan")(friendly_errors(scan))
-
-
-def scan(
-    metric: str = typer.Argument(..., help="Metric name (see `interp metrics`)."),
-    model: str = typer.Option("default", "--model", "-m", help="Model name, local directory or .gguf file."),
-    prompts: str | None = typer.Option(
-        None,
-        "--prompts",
-        "-p",
-        help='Prompts file or built-in set (default "short"; vision metrics: "Describe the image.").',
-    ),
-    prompt: list[str] = typer.Option([], "--prompt", help="A prompt (repeatable); used instead of --prompts."),
-    images: str | None = typer.Option(
-        None, "--images", help='Vision metrics: a folder of images, an image file, or "scenes" (generated; default).'
-    ),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Write the HeadScores JSON here."),
-    top: int = typer.Option(10, help="How many top heads to print."),
-    limit: int | None = typer.Option(None, help="Use only the first N prompts."),
-    options: list[str] = typer.Option([], "--set", "-s", help="Metric option key=value (repeatable)."),
-    device: str | None = typer.Option(None, help="cpu, cuda, cuda:N (default: cuda if available)."),
-    dtype: str | None = typer.Option(None, help="float32 (default), bfloat16 or float16."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
-) -> None:
-    """Score every head of a model with METRIC and print the top heads."""
-    from interp.models import load_model
-    from interp.prompts import check_prompts, load_prompts
-    from interp.scores import check_applicable, get_metric
-
-    info = get_metric(metric)
-    values = parse_options(options)
-    if images is not None:
-        if info.modality != "vision":
-            raise InterpError(f'--images is for vision metrics; "{metric}" reads text only.')
-        values["images"] = images
-    config = info.make_config(values)  # bad options fail before the model loads
-    if out is not None and out.suffix.lower() != ".json":
-        raise InterpError(f"--out must be a .json path, got {out}.")
-    if prompt:
-        prompt_list = check_prompts(prompt)[:limit] if limit else check_prompts(prompt)
-    elif prompts is None and info.modality == "vision":
-        prompt_list = DEFAULT_VISION_PROMPTS
-    else:
-        prompt_list = load_prompts(prompts or "short", limit)
-    loaded = load_model(model, device, dtype)
-    check_applicable(info, loaded)
-    result = info.fn(loaded, prompt_list, config, progress)
-    print_top(result, top)
-    if out is not None:
-        result.save(out)
-        console.print(f"Wrote {out}")
 
 
 def generate(
