@@ -468,28 +468,21 @@ def generate(
     per_row = None if rows is None or isinstance(rows, HeadIntervention) else list(rows)
     if per_row is not None and len(per_row) != len(prompts):
         raise InterpError(f"{len(per_row)} interventions for {len(prompts)} prompts: give one per prompt.")
-    tok = model.tokenizer
     out: list[str] = []
     starts = range(0, len(prompts), batch_size)
     for start in progress_iter(starts, progress, desc="generate", total=len(starts)):
         batch = model.tokenize(prompts[start : start + batch_size], template)
         chunk_rows = rows if per_row is None else per_row[start : start + batch_size]
-        with intervene(model, chunk_rows, batch.input_ids.shape[1]), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            kwargs: dict[str, Any] = {"do_sample": do_sample}
-            if do_sample:
-                kwargs["temperature"] = temperature
-            else:  # no sampling knobs at all, so transformers does not warn about unused ones
-                kwargs.update(temperature=None, top_p=None, top_k=None)
-            ids = model.hf_model.generate(
-                batch.input_ids,
-                attention_mask=batch.attention_mask,
-                max_new_tokens=max_new_tokens,
-                pad_token_id=tok.pad_token_id,
-                **kwargs,
-            )
-        new = ids[:, batch.input_ids.shape[1] :]
-        out.extend(tok.batch_decode(new, skip_special_tokens=True))
+        texts = generate_batch(
+            model,
+            batch,
+            chunk_rows,
+            max_new_tokens=max_new_tokens,
+            do_sample=do_sample,
+            temperature=temperature,
+            seed=seed,
+        )
+        out.extend(texts)  # type: ignore[arg-type]
     return out
 
 
@@ -578,7 +571,7 @@ def generate_batch(
         kwargs: dict[str, Any] = {"do_sample": do_sample, **image_inputs(batch)}
         if do_sample:
             kwargs["temperature"] = temperature
-        else:
+        else:  # no sampling knobs at all, so transformers does not warn about unused ones
             kwargs.update(temperature=None, top_p=None, top_k=None)
         ids = model.hf_model.generate(
             batch.input_ids,

@@ -85,6 +85,18 @@ def get_entry(name: str) -> ModelEntry:
     return _REGISTRY[key]
 
 
+def _locate(name: str) -> tuple[ModelEntry, Any]:
+    """A registered model's entry and what its locate() gives (a path, or (hf_model, tokenizer)); not installed:
+    a clear error with the install command."""
+    entry = get_entry(name)
+    located = entry.locate()
+    if located is None:
+        raise ModelLoadError(
+            f'Model "{entry.name}" is not installed ({entry.source}). Install it with:\n    {entry.install_hint}'
+        )
+    return entry, located
+
+
 def list_models() -> list[dict[str, Any]]:
     """One row per registered model: name, aliases, description, size, source, installed, install hint."""
     rows = []
@@ -524,12 +536,7 @@ def load_model(
             placement["offload_folder"] = str(offload_folder)
     name = str(name_or_path)
     if name in _REGISTRY or name in _ALIASES:
-        entry = get_entry(name)
-        located = entry.locate()
-        if located is None:
-            raise ModelLoadError(
-                f'Model "{entry.name}" is not installed ({entry.source}). Install it with:\n    {entry.install_hint}'
-            )
+        entry, located = _locate(name)
         if isinstance(located, tuple):
             hf_model, tokenizer = located
             if placement is None:
@@ -681,12 +688,7 @@ def model_directory(name_or_path: str | os.PathLike[str] = "default") -> Path:
     """
     name = str(name_or_path)
     if name in _REGISTRY or name in _ALIASES:
-        entry = get_entry(name)
-        located = entry.locate()
-        if located is None:
-            raise ModelLoadError(
-                f'Model "{entry.name}" is not installed ({entry.source}). Install it with:\n    {entry.install_hint}'
-            )
+        entry, located = _locate(name)
         if isinstance(located, tuple):
             raise ModelLoadError(f'Model "{entry.name}" is built in code; it has no directory.')
         path = Path(located)
