@@ -14,6 +14,7 @@ on those prompts, so a safety head can be told apart from a head that simply bre
 
 from __future__ import annotations
 
+import csv
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -66,6 +67,17 @@ REFUSAL_KEYWORDS: tuple[str, ...] = (
 )
 
 Conditions = Mapping[str, Sequence[HeadLike] | None]
+
+
+def write_rows(frame: pd.DataFrame, path: str | Path) -> None:
+    """CSV with every text field quoted: model responses can hold carriage returns, which pandas leaves
+    unquoted by default and which then split a row when the file is read back."""
+    frame.to_csv(path, index=False, quoting=csv.QUOTE_NONNUMERIC)
+
+
+def read_rows(path: str | Path) -> pd.DataFrame:
+    """Read `write_rows` output; empty fields stay "" (the "none" condition has no heads), not NaN."""
+    return pd.read_csv(path, keep_default_na=False)
 
 
 @dataclass(frozen=True)
@@ -152,8 +164,8 @@ class AsrResult:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         paths = [folder / f"{stem}_rows.csv", folder / f"{stem}_summary.csv", folder / f"{stem}.json"]
-        self.rows.to_csv(paths[0], index=False)
-        self.summary.to_csv(paths[1], index=False)
+        write_rows(self.rows, paths[0])
+        write_rows(self.summary, paths[1])
         record = {"config": self.config, "provenance": self.provenance, "summary": self.summary.to_dict("records")}
         paths[2].write_text(json.dumps(record, indent=1, default=str))
         return paths
@@ -166,8 +178,12 @@ def generate_conditions(
     config: AsrConfig,
     progress: Progress = True,
     on_chunk: Callable[[pd.DataFrame], None] | None = None,
+    prompt_ids: Sequence[int] | None = None,
 ) -> pd.DataFrame:
     """Greedy responses of every condition: rows (condition, heads, prompt_id, prompt, response, n_tokens).
+
+    prompt_ids: generate only for these prompts (indices into `prompts`; default all), e.g. to finish a run
+    that stopped part-way. prompt_id in the rows always indexes `prompts`.
 
     Prompt-major: each generation batch holds every condition for a few prompts (rows carry their own
     intervention), so `on_chunk(rows so far)` always sees all conditions on the same prompts; an
@@ -177,11 +193,14 @@ def generate_conditions(
     names = list(conditions)
     interventions = {n: condition_intervention(model, conditions[n], config) for n in names}
     labels = {n: _labels(conditions[n], model) for n in names}
+    ids = list(range(len(prompts))) if prompt_ids is None else [int(i) for i in prompt_ids]
+    if any(not 0 <= i < len(prompts) for i in ids):
+        raise InterpError(f"prompt_ids must be in 0..{len(prompts) - 1}.")
     per_chunk = max(1, config.batch_size // len(names))  # prompts per batch
-    starts = range(0, len(prompts), per_chunk)
+    starts = range(0, len(ids), per_chunk)
     records: list[dict[str, Any]] = []
     for lo in progress_iter(starts, progress, desc="generate", total=len(starts)):
-        pairs = [(n, i) for i in range(lo, min(lo + per_chunk, len(prompts))) for n in names]
+        pairs = [(n, i) for i in ids[lo : lo + per_chunk] for n in names]
         responses = generate(
             model,
             [prompts[i] for _, i in pairs],

@@ -34,12 +34,13 @@ from interp.results import HeadScores
 from interp.safety import (
     AsrConfig,
     AsrResult,
-    attack_success,
-    harmless_cost,
+    generate_conditions,
     harmless_kl,
     random_control,
+    read_rows,
     summarize_attacks,
     summarize_harmless,
+    write_rows,
 )
 from interp.scores.safety import (
     SaharaConfig,
@@ -194,32 +195,45 @@ def eval_stage(
     """ASR ("asr") or harmless cost ("harmless"), prompt-major. Rows so far go to {name}_rows_partial.csv after
     every batch; past --budget-s the stage stops there and the rates cover the prompts finished (recorded)."""
     summary = run.out / f"{name}_summary.csv"
+    earlier = None
     if summary.is_file():
-        print(f"[{name}] already done: {summary}")
-        return AsrResult(pd.read_csv(run.out / f"{name}_rows.csv"), pd.read_csv(summary), cfg.to_dict())
+        rows = read_rows(run.out / f"{name}_rows.csv")
+        if rows["prompt_id"].nunique() >= len(prompts):
+            print(f"[{name}] already done: {summary}")
+            return AsrResult(rows, read_rows(summary), cfg.to_dict())
+        # an earlier run stopped at its --budget-s: generate only the prompts it did not reach
+        earlier = rows[["condition", "heads", "prompt_id", "prompt", "response", "n_tokens"]]
+        print(f"[{name}] resuming: {rows['prompt_id'].nunique()} of {len(prompts)} prompts already done")
     if run.over_budget():
         run.done(name, 0.0, complete=False, skipped="time budget spent before the stage started")
         return None
     partial = run.out / f"{name}_rows_partial.csv"
+    done = set() if earlier is None else set(earlier["prompt_id"])
+    todo = [i for i in range(len(prompts)) if i not in done]
     start = time.perf_counter()
 
+    def with_earlier(rows: pd.DataFrame) -> pd.DataFrame:
+        return rows if earlier is None else pd.concat([earlier, rows], ignore_index=True)
+
     def checkpoint(rows: pd.DataFrame) -> None:
-        rows.to_csv(partial, index=False)
+        rows = with_earlier(rows)
+        write_rows(rows, partial)
         if run.over_budget():
             raise BudgetSpent(rows)
 
-    fn: Any = attack_success if name == "asr" else harmless_cost
     try:
-        result = fn(model, prompts, conds, cfg, progress=run.args.progress, on_chunk=checkpoint, **kwargs)
+        rows = with_earlier(
+            generate_conditions(model, prompts, conds, cfg, run.args.progress, on_chunk=checkpoint, prompt_ids=todo)
+        )
         complete = True
     except BudgetSpent as stop:
-        seconds = time.perf_counter() - start
-        done = sorted(set(stop.rows["prompt_id"]))
-        if name == "asr":
-            result = summarize_attacks(model, [prompts[i] for i in done], stop.rows, cfg, seconds)
-        else:
-            result = summarize_harmless(model, [prompts[i] for i in done], stop.rows, kwargs["kl"], cfg, seconds)
-        complete = False
+        rows, complete = stop.rows, False
+    seconds = time.perf_counter() - start
+    done_prompts = [prompts[i] for i in sorted(set(rows["prompt_id"]))]
+    if name == "asr":
+        result = summarize_attacks(model, done_prompts, rows, cfg, seconds)
+    else:
+        result = summarize_harmless(model, done_prompts, rows, kwargs["kl"], cfg, seconds)
     result.save(run.out, name)
     partial.unlink(missing_ok=True)
     facts = {"complete": complete, "n_prompts": int(result.summary["n"].iloc[0]), "of": len(prompts)}

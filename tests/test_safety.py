@@ -375,3 +375,21 @@ def test_full_run_script_on_tiny(tmp_path):
     assert record["target"]["asr_prompts"] == 3
     sahara_file = interp.HeadScores.load(out / "sahara.json")
     assert record["conditions"]["sahara_group"] == list(sahara_file.extras["group"])
+
+    # A run stopped part-way (as by --budget-s) resumes: only the missing prompts are generated, and the
+    # result equals the uninterrupted run's.
+    import pandas as pd
+
+    from interp.safety import read_rows, write_rows
+
+    full = read_rows(out / "asr_rows.csv")
+    full_summary = read_rows(out / "asr_summary.csv")
+    write_rows(full[full["prompt_id"] == 0], out / "asr_rows.csv")
+    main(["--model", "tiny-llama", "--out", str(out), *sizes, "--steps", "2", "--candidates", "3", "--no-progress"])
+    resumed = read_rows(out / "asr_rows.csv")
+    assert sorted(set(resumed["prompt_id"])) == [0, 1, 2]
+    key = ["condition", "prompt_id"]
+    pd.testing.assert_frame_equal(
+        resumed.sort_values(key).reset_index(drop=True), full.sort_values(key).reset_index(drop=True)
+    )
+    pd.testing.assert_frame_equal(read_rows(out / "asr_summary.csv"), full_summary)
