@@ -162,7 +162,12 @@ def run_user_story(page, url: str, expect) -> None:
     # Select a head by clicking its heatmap cell (layer 0 is the top row), as a user would.
     n_layers, n_heads = SHAPES.get(MODEL, (3, 4))
     layer, head = (int(x) for x in HEAD[1:].split("H"))
-    cells = page.locator(".js-plotly-plot").first.locator("rect.nsewdrag").first.bounding_box()  # the plot area
+    # The scan form is long (every option of the metric), so after the scan the heatmap's top rows can sit under
+    # the page header or above the viewport: centre it first, since mouse clicks use viewport coordinates.
+    plot_area = page.locator(".js-plotly-plot").first.locator("rect.nsewdrag").first
+    plot_area.evaluate("e => e.scrollIntoView({block: 'center'})")
+    page.wait_for_timeout(300)
+    cells = plot_area.bounding_box()  # the plot area, in viewport coordinates
     page.mouse.click(
         cells["x"] + cells["width"] * (head + 0.5) / n_heads, cells["y"] + cells["height"] * (layer + 0.5) / n_layers
     )
