@@ -24,11 +24,12 @@ from scipy.stats import spearmanr
 
 import interp
 from interp.effects import next_token_table
-from interp.hooks import HeadIntervention, generate
+from interp.hooks import HeadIntervention, generate, generate_batch
 from interp.models import wrap_model
 from interp.reference import naive_sweep
 from interp.scores import run_metric
 from interp.scores.probe import collect_head_outputs
+from interp.scores.vision import VHRConfig, resolve_images, vhr_generate
 from interp.sweep import kl_per_prompt, sweep
 from interp.tiny import build_tiny
 
@@ -93,6 +94,22 @@ def main() -> None:
     feats = collect_head_outputs(gpu, PROMPTS[:6])
     report["tiny_probe_features_shape"] = list(feats.shape)
     print(f"next-token table KL {kl:.3g} ({len(table)} rows); probe features {feats.shape}")
+
+    # 1c. vision: a tiny random LLaVA on both devices (VHD, T-VHD, VHR), VHR generation on the GPU
+    lcpu = interp.load_model("tiny-llava", device="cpu")
+    lgpu = interp.load_model("tiny-llava", device=args.device)
+    question = ["What colour is the circle?"]
+    for metric in ("vhd", "t-vhd", "vhr"):
+        a = run_metric(metric, lcpu, question, progress=False, n_images=4).scores
+        b = run_metric(metric, lgpu, question, progress=False, n_images=4).scores
+        diff = float(np.nanmax(np.abs(a - b)))
+        report[f"tiny_llava_cpu_vs_cuda_{metric}_max_diff"] = diff
+        print(f"tiny-llava {metric}: max |CPU - {args.device}| = {diff:.2e}")
+    scenes = resolve_images("scenes", 4, 0)
+    plain, _ = vhr_generate(lgpu, scenes, question * 4, VHRConfig(alpha=1.0), max_new_tokens=8)
+    base = generate_batch(lgpu, lgpu.tokenize_images(question * 4, scenes), max_new_tokens=8)
+    report["tiny_llava_vhr_alpha1_equals_base"] = plain == base
+    print(f"tiny-llava VHR alpha=1 equals plain generation on {args.device}: {plain == base}")
 
     # 2. real-scale random model
     hf, tok = build_tiny(
