@@ -173,7 +173,7 @@ class VariantResult:
             "val_bpc": self.val_loss / math.log(2),
             "train_loss": self.train_loss,
             "seconds": round(self.seconds, 1),
-            "cpu_seconds": round(self.cpu_seconds, 1),
+            "cpu_seconds": round(self.cpu_seconds, 3),  # ms: a tiny run can take < 0.05 s
             "steps": self.steps_done,
             "diverged": self.diverged,
         }
@@ -332,7 +332,7 @@ def run_experiment(
         "environment": {"start": env_start, "end": env_end},
         "provenance": make_provenance(None, seed=cfg.seed),
         "total_seconds": round(time.perf_counter() - t0, 1),
-        "total_cpu_seconds": round(cpu_total, 1),
+        "total_cpu_seconds": round(cpu_total, 3),
         "variants": [r.summary(cfg) for r in results],
         "history": {r.name: r.history for r in results},
         "theta": {r.name: r.theta for r in results if r.theta is not None},
