@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from interp.errors import InterpError
+from interp.files import atomic_write
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -33,20 +33,6 @@ FORMAT_VERSION = 1
 
 class CheckpointError(InterpError):
     """A checkpoint that belongs to a different sweep, or is unreadable."""
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """write(fileobj) into a temp file next to `path`, fsync, then rename over `path`."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class SweepCheckpoint:
@@ -73,7 +59,7 @@ class SweepCheckpoint:
             if self._parts():
                 raise CheckpointError(f"Checkpoint {self.dir} has result parts but no {MANIFEST}; delete it.")
             payload = {"format_version": FORMAT_VERSION, "sweep": self.fingerprint}
-            _atomic_write(path, lambda fh: fh.write(json.dumps(payload, indent=1).encode()))
+            atomic_write(path, lambda fh: fh.write(json.dumps(payload, indent=1).encode()))
             return
         try:
             stored = json.loads(path.read_text())["sweep"]
@@ -125,6 +111,6 @@ class SweepCheckpoint:
         prompts = np.array([p for _, p, _ in self._buffer], dtype=np.int64)
         values = np.stack([v for _, _, v in self._buffer])
         path = self.dir / f"part-{self._next_part:06d}.npz"
-        _atomic_write(path, lambda fh: np.savez(fh, groups=groups, prompts=prompts, values=values))
+        atomic_write(path, lambda fh: np.savez(fh, groups=groups, prompts=prompts, values=values))
         self._next_part += 1
         self._buffer.clear()

@@ -19,7 +19,6 @@ import io
 import json
 import logging
 import os
-import shutil
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -30,6 +29,7 @@ from typing import Any
 import torch
 
 from interp.errors import ModelLoadError, PromptError, unknown_name
+from interp.files import atomic_directory
 from interp.heads import Head, HeadLike, all_heads, parse_heads
 from interp.prompts import QUERY_TEMPLATE, check_prompts, resolve_template
 
@@ -741,24 +741,10 @@ def _gguf_to_cache(path: Path) -> Path:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.hf_quantizer = None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        with _quiet():
-            model.save_pretrained(tmp, safe_serialization=True)
-            tokenizer.save_pretrained(tmp)
+    with atomic_directory(target) as tmp, _quiet():  # a crash never leaves a half-written cache entry
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
         (tmp / "interp_source.json").write_text(json.dumps({"gguf": str(path.resolve())}))
-        if target.exists() and not (target / "config.json").is_file():  # a stale, incomplete copy
-            shutil.rmtree(target)
-        try:
-            os.replace(tmp, target)  # atomic: a crash never leaves a half-written cache entry
-        except OSError:
-            if not (target / "config.json").is_file():
-                raise
-            shutil.rmtree(tmp)  # another process finished the same conversion first
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 

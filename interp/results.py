@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from interp.errors import ResultsFileError
+from interp.files import atomic_write
 from interp.heads import Head, parse_head
 
 if TYPE_CHECKING:  # plotly is imported lazily: it is only needed for drawing
@@ -240,17 +240,7 @@ class HeadScores:
             raise ResultsFileError(f"Cannot save to {path}: results are saved as JSON, use a .json path.")
         path.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps(self.to_dict(), indent=1, allow_nan=False)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return atomic_write(path, lambda fh: fh.write(text), text=True)
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "data") -> HeadScores:

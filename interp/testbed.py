@@ -16,13 +16,13 @@ Registered from interp/models.py's registry section (one import line).
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from interp.errors import ModelLoadError
+from interp.files import atomic_write
 from interp.models import ModelEntry, cache_dir, register_model
 
 GGUF_MAGIC = b"GGUF"
@@ -60,18 +60,13 @@ def assemble_gguf(parts: list[Path], target: Path) -> Path:
     with parts[0].open("rb") as fh:
         if fh.read(4) != GGUF_MAGIC:
             raise ModelLoadError(f"{parts[0]} does not start with the GGUF magic bytes: the parts are damaged.")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for part in parts:
-                with part.open("rb") as src:
-                    shutil.copyfileobj(src, out, length=16 << 20)
-        os.replace(tmp, target)  # a crash never leaves a half-written GGUF under the final name
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+
+    def concatenate(out: BinaryIO) -> None:
+        for part in parts:
+            with part.open("rb") as src:
+                shutil.copyfileobj(src, out, length=16 << 20)
+
+    return atomic_write(target, concatenate)  # a crash never leaves a half-written GGUF under the final name
 
 
 def _locator(package_prefix: str, n_parts: int, filename: str) -> Callable[[], Path | None]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ import torch
 
 from interp.config import Config, positive
 from interp.errors import InterpError, ResultsFileError
+from interp.files import atomic_write
 from interp.icl.data import CovarianceKind, DataConfig, Prompts, sample_prompts
 from interp.icl.model import AttentionKind, ICLAttention
 from interp.progress import Progress
@@ -229,21 +229,6 @@ def _metadata(model: ICLAttention, config: TrainConfig, curve: list, step: int, 
     }
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; checkpoints are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(
     path: str | os.PathLike[str],
     model: ICLAttention,
@@ -261,9 +246,10 @@ def save_checkpoint(
         state["optimizer"] = optimizer.state_dict()
     if generator is not None:
         state["rng"] = generator.get_state()
-    _atomic_write(path, lambda fh: torch.save(state, fh), "wb")
+    # shareable: checkpoints are meant to be handed around (mkstemp files are private)
+    atomic_write(path, lambda fh: torch.save(state, fh), shareable=True)
     meta = _metadata(model, config, curve, step, seconds)
-    _atomic_write(path.with_suffix(".json"), lambda fh: fh.write(json.dumps(meta, indent=1)), "w")
+    atomic_write(path.with_suffix(".json"), lambda fh: fh.write(json.dumps(meta, indent=1)), text=True, shareable=True)
     return path
 
 

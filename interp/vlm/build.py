@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -29,6 +26,7 @@ import torch
 from torch import nn
 
 from interp.errors import ModelLoadError
+from interp.files import atomic_directory
 
 IMAGE_TOKEN = "<image>"
 PARTS_FILE = "scenes_vlm.safetensors"
@@ -260,19 +258,8 @@ def assemble(parts: Path, lm_dir: Path, target: Path) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(lm_dir, local_files_only=True)
     model, processor = build_from_lm(lm, tokenizer, meta.get("vision"))
     load_parts(model, parts)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_directory(target) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         processor.save_pretrained(tmp)
         (tmp / "interp_source.json").write_text(json.dumps({"parts": str(parts), "lm": str(lm_dir)}))
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            if not (target / "config.json").is_file():
-                raise
-            shutil.rmtree(tmp)  # another process assembled it first
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target

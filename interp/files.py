@@ -1,0 +1,64 @@
+"""Crash-safe writes: a file or a directory appears under its final name complete, or not at all.
+
+Results, sweep checkpoints, training checkpoints, assembled GGUF files and converted model directories all go
+through here, so a killed process never leaves a half-written file that a later run would trust.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Any], None], *, text: bool = False,
+                 shareable: bool = False) -> Path:  # fmt: skip
+    """write(fileobj) into a temp file next to `path`, fsync, then rename it over `path`.
+
+    text: open the file as UTF-8 text instead of bytes. shareable: make it world-readable (mkstemp files are
+    private to their owner), for files meant to be handed around such as training checkpoints.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") if text else os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if shareable:
+            os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+@contextlib.contextmanager
+def atomic_directory(target: Path, complete: str = "config.json") -> Iterator[Path]:
+    """Yield an empty temp directory next to `target`; when the block ends, rename it to `target`.
+
+    A directory counts as complete when it holds `complete`. An incomplete one left at `target` by a crash is
+    replaced; a complete one written meanwhile by another process wins (ours is discarded). On error the temp
+    directory is removed and nothing appears at `target`.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield tmp
+        if target.exists() and not (target / complete).is_file():
+            shutil.rmtree(target)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not (target / complete).is_file():
+                raise
+            shutil.rmtree(tmp)  # another process finished the same work first
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
