@@ -27,10 +27,12 @@ app: $(STAMP)
 # e2e-deps: Debian's chromium for the app's end-to-end browser test (installed once, only if missing).
 test: $(STAMP) e2e-deps
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/ruff format --check .
 
 format: $(STAMP)
@@ -62,14 +64,14 @@ clean-cache:
 
 # Vision-aware heads (issue 5). Both are long: run on a quiet machine (nice keeps a shared one usable).
 vision-vlm: $(STAMP)
-	nice -n 10 $(BIN)/python -m interp.vlm.train
+	nice -n 10 $(BIN)/interp vision train
 
 vision-experiment: $(STAMP)
-	nice -n 10 $(BIN)/python -m interp.vlm.experiment --threads 1
+	nice -n 10 $(BIN)/interp vision experiment --threads 1
 
 # The LayerNorm-free entropy experiment (docs/entropy.md): four small char GPTs on CPU, ~25-30 min on 2 cores.
 entropy-experiment: $(STAMP)
-	nice -n 10 $(BIN)/python -m interp.entropy.experiment --out docs/entropy
+	nice -n 10 $(BIN)/interp entropy experiment --out docs/entropy
 
 # The app's end-to-end test drives Debian's chromium (tests/test_app_e2e.py); idempotent, root-aware.
 e2e-deps:
@@ -89,11 +91,11 @@ testbed-small: $(STAMP)
 # ones, harmless-side cost. 36 min on an idle 2-core CPU, hours on a loaded one; resumable (a rerun skips
 # finished stages and finishes a stage stopped by --budget-s).
 safety-run: testbed
-	nice -n 10 $(BIN)/python -m interp.safety_run --model testbed --dtype bfloat16 \
+	nice -n 10 $(BIN)/interp safety run --model testbed --dtype bfloat16 \
 		--out docs/safety_heads/qwen2.5-coder-1.5b --scan 8 --eval 100 --harmless 50 --max-new-tokens 64 \
 		--harmless-max-new-tokens 32 --candidates 8 --steps 3 --gen-batch-size 32
 
 safety-run-small: testbed-small
-	nice -n 10 $(BIN)/python -m interp.safety_run --model testbed-small --dtype bfloat16 \
+	nice -n 10 $(BIN)/interp safety run --model testbed-small --dtype bfloat16 \
 		--out docs/safety_heads/qwen2.5-coder-0.5b --scan 8 --eval 100 --harmless 24 --max-new-tokens 64 \
 		--harmless-max-new-tokens 32 --min-tokens 32 --candidates 8 --steps 3 --gen-batch-size 32

@@ -1,4 +1,4 @@
-"""The head explorer's sections: Streamlit widgets only; each computation calls interp or interp.app_support."""
+"""The head explorer's sections: Streamlit widgets only; each computation calls interp or interp.app.support."""
 
 from __future__ import annotations
 
@@ -17,12 +17,12 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import interp
-from interp import app_support as sup
-from interp import effects
-from interp.errors import InterpError
-from interp.hooks import KINDS
-from interp.prompts import TEMPLATES, builtin_sets
-from interp.scores import check_applicable
+from interp.app import support as sup
+from interp.core.errors import InterpError
+from interp.core.prompts import TEMPLATES, builtin_sets
+from interp.core.registry import check_applicable
+from interp.engine import compare as effects
+from interp.engine.interventions import KINDS
 
 QUICK_LOOK_MAX_PROMPTS = 8
 EMPTY = "(no text: the model ended its answer at once)"
@@ -566,7 +566,7 @@ def export_tab(prompts: Prompts) -> None:
             "import interp\n\n"
             f"model = interp.load_model({result.model!r})\n"
             f"prompts = interp.load_prompts({prompts.cli_arg!r}, {n})\n"
-            f"result = interp.scan(\"entropy\", model, prompts, template={prompts.template!r})\n"
+            f'result = interp.scan("entropy", model, prompts, template={prompts.template!r})\n'
             "print(result.top(10))",
             language="python",
         )

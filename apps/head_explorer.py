@@ -1,4 +1,4 @@
-"""Streamlit head explorer: a thin page over interp's functions (logic lives in interp.app_support).
+"""Streamlit head explorer: a thin page over interp's functions (logic lives in interp.app.support).
 
 Run with `make app`, `interp app --model M` (binds to 127.0.0.1), or
 `streamlit run apps/head_explorer.py -- --model default`. The start-up model can also come from $INTERP_APP_MODEL.
@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # explorer_tabs sits b
 import explorer_tabs as tabs
 
 import interp
-from interp import app_support as sup
+from interp.app import support as sup
 
 LOCAL_PATH = "Local path…"
 

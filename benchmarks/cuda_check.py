@@ -23,15 +23,16 @@ import torch
 from scipy.stats import spearmanr
 
 import interp
-from interp.effects import next_token_table
-from interp.hooks import HeadIntervention, generate, generate_batch
-from interp.models import wrap_model
-from interp.reference import naive_sweep
-from interp.scores import run_metric
-from interp.scores.probe import collect_head_outputs
-from interp.scores.vision import VHRConfig, resolve_images, vhr_generate
-from interp.sweep import kl_per_prompt, sweep
-from interp.tiny import build_tiny
+from interp.core.registry import run_metric
+from interp.engine.compare import next_token_table
+from interp.engine.interventions import HeadIntervention
+from interp.engine.run import generate, generate_batch
+from interp.engine.sweep import kl_per_prompt, sweep
+from interp.lines.rfa.metrics import collect_head_outputs
+from interp.lines.vision.metrics import VHRConfig, resolve_images, vhr_generate
+from interp.model.loading import wrap_model
+from interp.model.tiny import build_tiny
+from interp.testing.reference import naive_sweep
 
 PROMPTS = [
     "The capital of France is",

@@ -17,9 +17,10 @@ import numpy as np
 import torch
 
 import interp
-from interp.hooks import capture, pattern_name
-from interp.prompts import load_prompts
-from interp.scores.entropy import entropy_grids
+from interp.core.prompts import load_prompts
+from interp.engine.hookpoints import pattern_name
+from interp.engine.run import capture
+from interp.lines.entropy.metrics import entropy_grids
 
 
 def naive_entropy(model: interp.LoadedModel, prompts: list[str]) -> np.ndarray:

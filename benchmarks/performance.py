@@ -8,7 +8,7 @@ Two scenarios: ablation-KL (zero ablation) and Ships (per-query KL under uniform
 q scaled by eps=1e-8). For each it prints the time of every method, its speed-up over the naive loop and
 over the fast exact sweep, and the rank agreement (Spearman, top-10 overlap) with the exact scores.
 
-The naive loop (interp.reference.naive_sweep: one full forward pass per head over the prompts) costs the
+The naive loop (interp.testing.reference.naive_sweep: one full forward pass per head over the prompts) costs the
 same for every head, so by default it is timed on --naive-heads heads (one per layer, spread over head
 indices) and its time for all heads is that per-head time x the number of heads; the table says so.
 Its scores on those heads are compared with the fast sweep's (they must agree to ~1e-6).
@@ -30,11 +30,11 @@ import numpy as np
 import torch
 
 import interp
-from interp.attribution import EXACT_SCORES, attribute, screen_then_verify
-from interp.heads import Head
-from interp.reference import naive_sweep
-from interp.results import HeadScores
-from interp.sweep import sweep
+from interp.core.heads import Head
+from interp.core.results import HeadScores
+from interp.engine.attribution import EXACT_SCORES, attribute, screen_then_verify
+from interp.engine.sweep import sweep
+from interp.testing.reference import naive_sweep
 
 SCENARIOS = {"ablation-kl": "zero", "ships": "uniform"}
 

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 import interp
-from interp.reference import naive_sweep
-from interp.sweep import kl_per_prompt, sweep
+from interp.engine.sweep import kl_per_prompt, sweep
+from interp.testing.reference import naive_sweep
 
 
 def main() -> None:

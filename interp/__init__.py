@@ -16,21 +16,18 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from interp.errors import InterpError
-from interp.heads import Head, parse_head, parse_heads
-from interp.hooks import (
-    HeadIntervention,
-    capture,
-    generate,
-    head_outputs,
-    intervene,
-    make_intervention,
-)
-from interp.models import LoadedModel, list_models, load_model, wrap_model
-from interp.prompts import load_prompts
-from interp.results import HeadScores
-from interp.scores import get_metric, list_metrics, run_metric
-from interp.sweep import sweep
+from interp import lines as _lines  # noqa: F401  (registers every research line's metrics)
+from interp.core.errors import InterpError
+from interp.core.heads import Head, parse_head, parse_heads
+from interp.core.prompts import load_prompts
+from interp.core.registry import get_metric, list_metrics, run_metric
+from interp.core.results import HeadScores
+from interp.engine.interventions import HeadIntervention, intervene
+from interp.engine.run import capture, generate, head_outputs, make_intervention
+from interp.engine.sweep import sweep
+from interp.model.loaded import LoadedModel
+from interp.model.loading import load_model, wrap_model
+from interp.model.registry import list_models
 
 scan = run_metric
 

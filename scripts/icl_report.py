@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from interp.icl import analyze, lengths, load_checkpoint
-from interp.icl.figures import plot_length_curve, plot_matrices, plot_training_curves
+from interp.lines.icl import analyze, lengths, load_checkpoint
+from interp.lines.icl.figures import plot_length_curve, plot_matrices, plot_training_curves
 
 LENGTHS = [10, 20, 40, 60, 80, 120, 160, 240, 320]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import interp
-from interp.tiny import build_tiny
+from interp.model.tiny import build_tiny
 
 PROMPTS = ["hello world", "the cat sat on the mat", "abc", "what is this thing?"]
 

@@ -15,12 +15,13 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import interp
-from interp import app_support as sup
-from interp import effects
-from interp import models as models_module
-from interp.config import Config
-from interp.scores import _METRICS, register_metric
-from interp.tiny import build_tiny
+from interp.app import support as sup
+from interp.core.config import Config
+from interp.core.registry import _METRICS, register_metric
+from interp.engine import compare as effects
+from interp.model import registry as model_registry
+from interp.model.loaded import LoadedModel
+from interp.model.tiny import build_tiny
 
 APP = str(Path(__file__).resolve().parent.parent / "apps" / "head_explorer.py")
 SHORT2 = interp.load_prompts("short", 2)
@@ -176,16 +177,16 @@ def test_vision_analyzer_on_a_text_model_is_a_clear_message(monkeypatch, toy_met
 
 
 def test_vision_analyzer_on_a_vision_model_takes_uploaded_images(monkeypatch, toy_metrics):
-    models_module.register_model(
-        models_module.ModelEntry("tiny-fake-vlm", "tiny llama posing as multimodal", "test", "tiny", build_tiny)
+    model_registry.register_model(
+        model_registry.ModelEntry("tiny-fake-vlm", "tiny llama posing as multimodal", "test", "tiny", build_tiny)
     )
-    init = models_module.LoadedModel.__init__
+    init = LoadedModel.__init__
 
     def multimodal_init(self, *args, **kwargs):
         init(self, *args, **kwargs)
         self.is_multimodal = self.name == "tiny-fake-vlm"
 
-    monkeypatch.setattr(models_module.LoadedModel, "__init__", multimodal_init)
+    monkeypatch.setattr(LoadedModel, "__init__", multimodal_init)
     try:
         at = start(monkeypatch, "tiny-fake-vlm")
         at.selectbox(key="metric").set_value("toy-vision-test").run()
@@ -197,7 +198,7 @@ def test_vision_analyzer_on_a_vision_model_takes_uploaded_images(monkeypatch, to
         folder = Path(SEEN[-1].images)
         assert [p.name for p in folder.iterdir()] == ["scene.png"]
     finally:
-        models_module._REGISTRY.pop("tiny-fake-vlm", None)
+        model_registry._REGISTRY.pop("tiny-fake-vlm", None)
 
 
 # ---- 4. head detail ---------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The head explorer's logic (interp.app_support), checked against independent computations on tiny models."""
+"""The head explorer's logic (interp.app.support), checked against independent computations on tiny models."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ import torch
 from typer.testing import CliRunner
 
 import interp
-from interp import app_support as sup
-from interp import effects
+from interp.app import support as sup
 from interp.cli import app as cli_app
-from interp.config import Config
-from interp.errors import HeadLabelError, InterpError, PromptError, ResultsFileError
-from interp.tiny import build_tiny
+from interp.core.config import Config
+from interp.core.errors import HeadLabelError, InterpError, PromptError, ResultsFileError
+from interp.engine import compare as effects
+from interp.model.tiny import build_tiny
 
 PROMPTS = ["hello world", "the cat sat on the mat"]
 
@@ -211,7 +211,7 @@ def test_per_prompt_frame():
 
 # ---- intervention playground ----------------------------------------------------------------------------
 def test_next_token_table_matches_separate_forward_passes(tiny_llama):
-    from interp.hooks import forward_last
+    from interp.engine.run import forward_last
 
     iv = interp.make_intervention(tiny_llama, "L1H2,L2H0", "zero")
     table, kl = effects.next_token_table(tiny_llama, "hello", iv, k=5)

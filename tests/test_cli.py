@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from interp.cli import app
-from interp.results import HeadScores
+from interp.core.results import HeadScores
 
 runner = CliRunner()
 
@@ -147,8 +147,21 @@ def test_scan_labels_shortcut(tmp_path):
     rows += [{"prompt": f"bad item {i} here", "label": "b"} for i in range(6)]
     labels.write_text("\n".join(json.dumps(r) for r in rows))
     out_file = tmp_path / "p.json"
-    code, out = run("scan", "probe", "-m", "tiny-llama", "--labels", str(labels), "--set", "folds=2",
-                    "--set", "control=shuffled", "-o", str(out_file), "--no-progress")
+    code, out = run(
+        "scan",
+        "probe",
+        "-m",
+        "tiny-llama",
+        "--labels",
+        str(labels),
+        "--set",
+        "folds=2",
+        "--set",
+        "control=shuffled",
+        "-o",
+        str(out_file),
+        "--no-progress",
+    )
     assert code == 0, out
     assert HeadScores.load(out_file).config["labels"] == str(labels)
     code, out = run("scan", "ablation-kl", "-m", "tiny-llama", "--labels", str(labels))

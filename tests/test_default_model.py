@@ -9,8 +9,9 @@ from typer.testing import CliRunner
 
 import interp
 from interp.cli import app
-from interp.models import DEFAULT_MODEL, _gguf_to_cache, get_entry
-from interp.results import HeadScores
+from interp.core.results import HeadScores
+from interp.model.loading import gguf_to_cache as _gguf_to_cache
+from interp.model.registry import DEFAULT_MODEL, get_entry
 
 pytestmark = pytest.mark.default_model
 

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 import interp
-from interp.errors import InterpError
-from interp.hooks import capture, make_intervention, pattern_name
-from interp.results import HeadScores
-from interp.scores.entropy import entropy_grids, entropy_per_prompt, prompt_means, row_entropy
+from interp.core.errors import InterpError
+from interp.core.results import HeadScores
+from interp.engine.hookpoints import pattern_name
+from interp.engine.run import capture, make_intervention
+from interp.lines.entropy.metrics import entropy_grids, entropy_per_prompt, prompt_means, row_entropy
 
 PROMPTS = ["hello world", "the cat sat on the mat", "abc", "what is this thing?", "a"]
 

@@ -12,11 +12,11 @@ import torch
 from typer.testing import CliRunner
 
 from interp.cli import app
-from interp.entropy.experiment import VARIANTS, CharData, ExperimentConfig, run_experiment, train_variant
-from interp.entropy.model import GPT, GPTConfig
-from interp.entropy.report import EntropyReport
-from interp.errors import InterpError
-from interp.results import HeadScores
+from interp.core.errors import InterpError
+from interp.core.results import HeadScores
+from interp.lines.entropy.experiment import VARIANTS, CharData, ExperimentConfig, run_experiment, train_variant
+from interp.lines.entropy.model import GPT, GPTConfig
+from interp.lines.entropy.report import EntropyReport
 
 
 @pytest.fixture(autouse=True)

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from interp.entropy.model import GPT, GPTConfig
-from interp.entropy.regularizer import EntropyRegularizer, entropy
-from interp.errors import InterpError
+from interp.core.errors import InterpError
+from interp.lines.entropy.model import GPT, GPTConfig
+from interp.lines.entropy.regularizer import EntropyRegularizer, entropy
 
 # One layer, two heads, one sequence of T = 3 (causal rows). E_max = log 3, tolerance = 0.2 log 3 = 0.2197.
 ROWS = [

@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from interp.cli import app
-from interp.entropy.report import QUARTILES, EntropyReport, Thresholds, classify
-from interp.errors import InterpError
-from interp.results import HeadScores
+from interp.core.errors import InterpError
+from interp.core.results import HeadScores
+from interp.lines.entropy.report import QUARTILES, EntropyReport, Thresholds, classify
 
 # 3 layers x 4 heads of normalized entropy with known classes at the default thresholds (0.1, 0.75).
 NORM = np.array(

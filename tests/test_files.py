@@ -1,10 +1,10 @@
-"""Crash-safe writes (interp/files.py): nothing half-written ever appears under the final name."""
+"""Crash-safe writes (interp/core/files.py): nothing half-written ever appears under the final name."""
 
 from __future__ import annotations
 
 import pytest
 
-from interp.files import atomic_directory, atomic_write
+from interp.core.files import atomic_directory, atomic_write
 
 
 def test_atomic_write_text_bytes_and_failure(tmp_path):

@@ -1,7 +1,7 @@
 import pytest
 
-from interp.errors import HeadLabelError
-from interp.heads import Head, all_heads, parse_head, parse_heads
+from interp.core.errors import HeadLabelError
+from interp.core.heads import Head, all_heads, parse_head, parse_heads
 
 
 def test_parse_label_forms():

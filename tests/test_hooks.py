@@ -4,18 +4,12 @@ import pytest
 import torch
 
 import interp
-from interp.errors import InterpError
-from interp.heads import Head
-from interp.hooks import (
-    HeadIntervention,
-    forward_last,
-    generate,
-    head_outputs,
-    hook_count,
-    intervene,
-    make_intervention,
-)
-from interp.tiny import build_tiny
+from interp.core.errors import InterpError
+from interp.core.heads import Head
+from interp.engine.hookpoints import hook_count
+from interp.engine.interventions import HeadIntervention, intervene
+from interp.engine.run import forward_last, generate, head_outputs, make_intervention
+from interp.model.tiny import build_tiny
 from tests.conftest import PROMPTS
 
 LAYER, HEAD = 1, 3  # head 3 shares KV head 1 with head 2 in tiny-llama (4 query heads, 2 KV heads)

@@ -11,8 +11,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from interp.errors import InterpError, ResultsFileError
-from interp.icl import (
+from interp.core.errors import InterpError, ResultsFileError
+from interp.core.results import HeadScores
+from interp.lines.icl import (
     DataConfig,
     ICLAttention,
     TrainConfig,
@@ -33,8 +34,7 @@ from interp.icl import (
     sample_prompts,
     train,
 )
-from interp.icl.baselines import debiased_gd_feature, fit_scale, gd_feature, model_predict
-from interp.results import HeadScores
+from interp.lines.icl.baselines import debiased_gd_feature, fit_scale, gd_feature, model_predict
 
 
 @pytest.fixture(autouse=True)
@@ -374,7 +374,7 @@ def test_cli_train_analyze_lengths(tmp_path) -> None:
 
 
 def test_static_figures_write_pngs(tmp_path) -> None:
-    from interp.icl.figures import plot_length_curve, plot_matrices, plot_training_curves
+    from interp.lines.icl.figures import plot_length_curve, plot_matrices, plot_training_curves
 
     model = _planted([0.2, -0.2], [1.0, -1.0], d=3)
     plot_matrices(model.kq.detach().numpy(), model.ov.detach().numpy(), "planted", tmp_path / "m.png")

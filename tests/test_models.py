@@ -8,9 +8,9 @@ import torch
 from transformers import LlamaForCausalLM
 
 import interp
-from interp.errors import ModelLoadError, PromptError, UnknownNameError
-from interp.models import ModelEntry, list_models, register_model
-from interp.tiny import build_tiny
+from interp.core.errors import ModelLoadError, PromptError, UnknownNameError
+from interp.model.registry import ModelEntry, list_models, register_model
+from interp.model.tiny import build_tiny
 from tests.conftest import PROMPTS
 
 

@@ -12,14 +12,15 @@ import pytest
 import torch
 
 import interp
-from interp.attribution import EXACT_SCORES, attribute, head_delta, screen_then_verify, top_heads
-from interp.checkpoint import CheckpointError
-from interp.errors import InterpError
-from interp.heads import Head
-from interp.hooks import capture, make_intervention, v_name, z_name
-from interp.reference import naive_sweep
-from interp.sweep import kl_per_prompt, plan_passes, sweep
-from interp.tiny import build_tiny
+from interp.core.errors import InterpError
+from interp.core.heads import Head
+from interp.engine.attribution import EXACT_SCORES, attribute, head_delta, screen_then_verify, top_heads
+from interp.engine.checkpoint import CheckpointError
+from interp.engine.hookpoints import v_name, z_name
+from interp.engine.run import capture, make_intervention
+from interp.engine.sweep import kl_per_prompt, plan_passes, sweep
+from interp.model.tiny import build_tiny
+from interp.testing.reference import naive_sweep
 
 # Different lengths, so passes trim padding differently.
 PROMPTS = ["hello world", "the cat sat on the mat", "abc", "what is this thing?", "a much longer prompt here"]
@@ -123,7 +124,7 @@ def test_dataset_level_sweep_resumes(tiny_gpt2: interp.LoadedModel, tmp_path) ->
 
     full = sweep(tiny_gpt2, PROMPTS, spread, readout="hidden", dataset_level=True, batch_size=4, progress=False)
     calls = {"n": 0}
-    module = importlib.import_module("interp.sweep")  # the module (interp.sweep is also the function)
+    module = importlib.import_module("interp.engine.sweep")  # the module (interp.engine.sweep is also the function)
     original = module.readout_of
 
     def flaky(*args, **kwargs):

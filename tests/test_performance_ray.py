@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 import interp
-from interp.distributed import ray_sweep
-from interp.sweep import kl_per_prompt, sweep
+from interp.engine.distributed import ray_sweep
+from interp.engine.sweep import kl_per_prompt, sweep
 
 PROMPTS = ["hello world", "the cat sat on the mat", "abc", "what is this thing?", "one more prompt"]
 

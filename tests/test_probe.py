@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 import interp
 from interp.cli import app
-from interp.errors import InterpError, PromptError, UnknownNameError
-from interp.results import HeadScores
-from interp.scores.probe import (
+from interp.core.errors import InterpError, PromptError, UnknownNameError
+from interp.core.results import HeadScores
+from interp.lines.rfa.metrics import (
     ProbeConfig,
     ProbeResult,
     collect_head_outputs,
@@ -23,7 +23,7 @@ from interp.scores.probe import (
     load_labelled,
     probe_heads,
 )
-from interp.tiny import build_tiny
+from interp.model.tiny import build_tiny
 
 PLANTED = (0, 2)  # layer, head
 

@@ -4,8 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from interp.errors import ResultsFileError
-from interp.results import HeadScores
+from interp.core.errors import ResultsFileError
+from interp.core.results import HeadScores
 
 
 def make(scores=None, **kw):

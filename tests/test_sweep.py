@@ -5,11 +5,11 @@ import pytest
 import torch
 
 import interp
-from interp.errors import InterpError
-from interp.heads import Head
-from interp.reference import naive_sweep
-from interp.sweep import kl_per_prompt, resample_sources, sweep
-from interp.tiny import build_tiny
+from interp.core.errors import InterpError
+from interp.core.heads import Head
+from interp.engine.sweep import kl_per_prompt, resample_sources, sweep
+from interp.model.tiny import build_tiny
+from interp.testing.reference import naive_sweep
 from tests.conftest import PROMPTS
 
 KINDS = [("zero", {}), ("scale", {"alpha": 2.0}), ("uniform", {}), ("mean", {}), ("resample", {})]
@@ -46,10 +46,10 @@ def test_groups_are_intervened_on_together(tiny_llama):
     groups = [["L0H1", "L2H3"], ["L1H0"]]
     result = sweep(tiny_llama, PROMPTS, kl_per_prompt, groups=groups, progress=False)
     batch = tiny_llama.tokenize(PROMPTS)
-    base = torch.log_softmax(interp.hooks.forward_last(tiny_llama, batch).logits, -1)
+    base = torch.log_softmax(interp.engine.run.forward_last(tiny_llama, batch).logits, -1)
     for group, score in zip(groups, result.scores, strict=True):
         iv = interp.make_intervention(tiny_llama, group, "zero")
-        ablated = torch.log_softmax(interp.hooks.forward_last(tiny_llama, batch, iv).logits, -1)
+        ablated = torch.log_softmax(interp.engine.run.forward_last(tiny_llama, batch, iv).logits, -1)
         assert abs(score - float(kl_per_prompt(base, ablated).mean())) <= 1e-5
     grid = result.grid(tiny_llama.n_layers, tiny_llama.n_heads)
     assert np.isnan(grid[0, 1]) and grid[1, 0] == pytest.approx(result.scores[1])

@@ -10,10 +10,11 @@ import torch
 from typer.testing import CliRunner
 
 import interp
-from interp.errors import InterpError, MetricNotApplicableError, ModelLoadError, PromptError
-from interp.heads import Head
-from interp.hooks import HeadIntervention, intervene, z_name
-from interp.scores.vision import (
+from interp.core.errors import InterpError, MetricNotApplicableError, ModelLoadError, PromptError
+from interp.core.heads import Head
+from interp.engine.hookpoints import z_name
+from interp.engine.interventions import HeadIntervention, intervene
+from interp.lines.vision.metrics import (
     VHRConfig,
     make_pairs,
     parse_layers,
@@ -24,7 +25,7 @@ from interp.scores.vision import (
     vhr_generate,
     vhr_interventions,
 )
-from interp.vlm.tiny import build_tiny_llava
+from interp.model.zoo.tiny_llava import build_tiny_llava
 
 PROMPTS = ["what is this?", "hi"]
 
@@ -229,7 +230,7 @@ def test_vhr_selects_layer_by_layer_with_earlier_reinforcement_in_place(tiny_lla
 
 
 def test_vhr_generation_with_alpha_one_is_the_base_generation(tiny_llava):
-    from interp.scores.vision import generate_images
+    from interp.lines.vision.metrics import generate_images
 
     images, prompts = _images(2, seed=7), ["abc", "de"]
     base = generate_images(tiny_llava, images, prompts, template="raw", max_new_tokens=5)
@@ -237,8 +238,8 @@ def test_vhr_generation_with_alpha_one_is_the_base_generation(tiny_llava):
     assert same == base and all(iv is not None for iv in used)
     batch = tiny_llava.tokenize_images(prompts[:1], images[:1], "raw")
     iv = vhr_interventions(tiny_llava, batch, VHRConfig(alpha=4.0, template="raw"))[0]
-    base_logits = interp.hooks.forward_last(tiny_llava, batch).logits
-    vhr_logits = interp.hooks.forward_last(tiny_llava, batch, iv).logits
+    base_logits = interp.engine.run.forward_last(tiny_llava, batch).logits
+    vhr_logits = interp.engine.run.forward_last(tiny_llava, batch, iv).logits
     assert (base_logits - vhr_logits).abs().max() > 1e-3  # reinforcement changes the prediction
 
 
@@ -297,7 +298,7 @@ def test_bad_inputs_name_the_problem(tiny_llava, tmp_path):
 
 def test_cli_scan_vhd_with_images_folder_and_errors(tmp_path, tiny_llava):
     from interp.cli import app
-    from interp.vlm.scenes import make_scenes, save_scenes
+    from interp.lines.vision.scenes import make_scenes, save_scenes
 
     save_scenes(make_scenes(2, seed=3), tmp_path / "imgs")
     out = tmp_path / "vhd.json"

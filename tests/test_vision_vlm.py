@@ -9,9 +9,8 @@ import pytest
 import torch
 
 import interp
-from interp.errors import InterpError
-from interp.vlm import build
-from interp.vlm.scenes import (
+from interp.core.errors import InterpError
+from interp.lines.vision.scenes import (
     COLOURS,
     SHAPES,
     Scene,
@@ -23,7 +22,8 @@ from interp.vlm.scenes import (
     mentioned_objects,
     save_scenes,
 )
-from interp.vlm.tiny import build_tiny_llava
+from interp.model.zoo import scenes_vlm as build
+from interp.model.zoo.tiny_llava import build_tiny_llava
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -105,7 +105,7 @@ def test_merged_lora_equals_the_wrapped_forward_and_parts_round_trip(tmp_path):
         got = fresh(**enc).logits
     assert (want - before).abs().max() > 1e-2  # the LoRA deltas matter
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
-    with pytest.raises(interp.errors.ModelLoadError, match="interp.vlm.train"):
+    with pytest.raises(interp.core.errors.ModelLoadError, match="interp.lines.vision.train"):
         build.read_meta(tmp_path / "missing")
 
 
@@ -114,8 +114,8 @@ def test_merged_lora_equals_the_wrapped_forward_and_parts_round_trip(tmp_path):
 # ---------------------------------------------------------------------------------------------------------
 @pytest.mark.default_model
 def test_scenes_vlm_ships_small_parts_and_answers_held_out_questions():
-    from interp.models import _scenes_vlm_parts
-    from interp.vlm.experiment import qa_accuracy, qa_items
+    from interp.lines.vision.experiment import qa_accuracy, qa_items
+    from interp.model.zoo.scenes_vlm import parts_dir as _scenes_vlm_parts
 
     parts = _scenes_vlm_parts()
     size = sum(p.stat().st_size for p in parts.iterdir())

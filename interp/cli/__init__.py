@@ -21,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from interp.errors import InterpError
+from interp.core.errors import InterpError
 
 app = typer.Typer(
     name="interp",

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 
 from interp.cli import console, friendly_errors, parse_options, print_table, print_top
-from interp.errors import InterpError
+from interp.core.errors import InterpError
 
 VISION_PROMPTS = ["Describe the image."]
 
@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
 
 def models() -> None:
     """List the named models: size, source and whether they are installed."""
-    from interp.models import list_models
+    from interp.model.registry import list_models
 
     rows = [
         [
@@ -45,7 +45,7 @@ def models() -> None:
 
 def metrics() -> None:
     """List the registered head metrics and their options."""
-    from interp.scores import list_metrics
+    from interp.core.registry import list_metrics
 
     rows = [[m.name, m.modality, m.description, ", ".join(m.config_cls.field_names())] for m in list_metrics()]
     print_table("Metrics (set options with --set key=value)", ["metric", "input", "description", "options"], rows)
@@ -75,9 +75,9 @@ def scan(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Score every head of a model with METRIC and print the top heads."""
-    from interp.models import load_model
-    from interp.prompts import check_prompts, load_prompts
-    from interp.scores import check_applicable, get_metric
+    from interp.core.prompts import check_prompts, load_prompts
+    from interp.core.registry import check_applicable, get_metric
+    from interp.model.loading import load_model
 
     info = get_metric(metric)
     settings = parse_options(options)
@@ -114,7 +114,7 @@ def show(
     csv: Path | None = typer.Option(None, help="Also write the long-form table as CSV."),
 ) -> None:
     """Print the top heads of a saved result (and export its heatmap / table)."""
-    from interp.results import HeadScores
+    from interp.core.results import HeadScores
 
     result = HeadScores.load(path)
     print_top(result, top)
@@ -142,10 +142,10 @@ def ablate(
     dtype: str | None = typer.Option(None),
 ) -> None:
     """Generate with and without an intervention on HEADS and print both side by side."""
-    from interp.effects import generate_pair, next_token_table
-    from interp.hooks import make_intervention
-    from interp.models import load_model
-    from interp.prompts import check_prompts, load_prompts
+    from interp.core.prompts import check_prompts, load_prompts
+    from interp.engine.compare import generate_pair, next_token_table
+    from interp.engine.run import make_intervention
+    from interp.model.loading import load_model
 
     check_prompts([prompt])
     loaded = load_model(model, device, dtype)

@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from interp.cli import console, friendly_errors, parse_options
-from interp.errors import InterpError
+from interp.core.errors import InterpError
 
 entropy_app = typer.Typer(help="Attention entropy: collapse/overload report and the LayerNorm-free experiment.")
 
@@ -33,8 +33,8 @@ def report(
     heads_csv: Path | None = typer.Option(None, "--heads-csv", help="Write the per-head table (with classes) as CSV."),
 ) -> None:
     """Class every head collapsed / normal / overloaded and print counts per layer."""
-    from interp.entropy.report import EntropyReport
-    from interp.results import HeadScores
+    from interp.core.results import HeadScores
+    from interp.lines.entropy.report import EntropyReport
 
     rep = EntropyReport(HeadScores.load(path), collapse=collapse, overload=overload)
     table = rep.per_layer()
@@ -85,7 +85,7 @@ def experiment(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Train the four variants (standard, no-LN GELU, no-LN ReLU, no-LN + entropy reg.) and compare entropy."""
-    from interp.entropy.experiment import ExperimentConfig, results_markdown, run_experiment
+    from interp.lines.entropy.experiment import ExperimentConfig, results_markdown, run_experiment
 
     if size not in ("default", "tiny"):
         raise InterpError(f"--size {size!r} is not allowed; choose one of: default, tiny.")

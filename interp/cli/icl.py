@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 
 from interp.cli import console, friendly_errors, parse_options, print_table
-from interp.errors import InterpError
+from interp.core.errors import InterpError
 
 icl_app = typer.Typer(help="In-context linear regression: train multi-head attention, measure KQ/OV patterns.")
 
@@ -38,8 +38,8 @@ def train(
     """Train one-layer multi-head attention on fresh in-context regression prompts."""
     import torch
 
-    from interp.icl.train import TrainConfig
-    from interp.icl.train import train as run_train
+    from interp.lines.icl.train import TrainConfig
+    from interp.lines.icl.train import train as run_train
 
     config = TrainConfig.from_strings(
         parse_options(options), n_heads=heads, attention=attention, steps=steps, seed=seed
@@ -66,7 +66,7 @@ def analyze(
     """Per-head KQ/OV pattern metrics, the effective GD step c, and test MSE against GD / ridge / OLS."""
     import torch
 
-    from interp.icl.analysis import analyze as run_analyze
+    from interp.lines.icl.analysis import analyze as run_analyze
 
     torch.set_num_threads(threads)
 
@@ -97,7 +97,7 @@ def lengths(
     """Test MSE vs prompt length (beyond the training length) for each checkpoint, ridge and best-step GD."""
     import torch
 
-    from interp.icl.analysis import lengths as run_lengths
+    from interp.lines.icl.analysis import lengths as run_lengths
 
     torch.set_num_threads(threads)
 

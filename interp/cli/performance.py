@@ -13,7 +13,7 @@ from pathlib import Path
 import typer
 
 from interp.cli import console, friendly_errors, print_top
-from interp.errors import InterpError
+from interp.core.errors import InterpError
 
 
 def register(app: typer.Typer) -> None:
@@ -38,11 +38,11 @@ def ray_sweep_cmd(
     top: int = typer.Option(10, help="How many top heads to print."),
 ) -> None:
     """Score every head by ablation-KL with the sweep split across Ray workers; reduce to one HeadScores."""
-    from interp.distributed import ray_sweep
-    from interp.prompts import load_prompts
-    from interp.provenance import make_provenance
-    from interp.results import HeadScores
-    from interp.sweep import kl_per_prompt
+    from interp.core.prompts import load_prompts
+    from interp.core.provenance import make_provenance
+    from interp.core.results import HeadScores
+    from interp.engine.distributed import ray_sweep
+    from interp.engine.sweep import kl_per_prompt
 
     if out is not None and out.suffix.lower() != ".json":
         raise InterpError(f"--out must be a .json path, got {out}.")

@@ -14,7 +14,7 @@ from typing import cast
 import typer
 
 from interp.cli import console, friendly_errors, parse_options, print_table
-from interp.errors import InterpError
+from interp.core.errors import InterpError
 
 
 def register(app: typer.Typer) -> None:
@@ -40,8 +40,8 @@ def probe(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Probe every head's output for LABELS; print accuracy, control and selectivity per head."""
-    from interp.models import load_model
-    from interp.scores.probe import ProbeConfig, check_labels, load_labelled, probe_heads
+    from interp.lines.rfa.metrics import ProbeConfig, check_labels, load_labelled, probe_heads
+    from interp.model.loading import load_model
 
     config = cast(ProbeConfig, ProbeConfig.from_strings(parse_options(options), labels=labels, limit=limit))
     if out is not None and out.suffix.lower() != ".json":

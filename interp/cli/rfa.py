@@ -34,7 +34,7 @@ def experiment(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Test error vs number of samples for RFA (zero / non-zero mean) and the RF-MLP at equal feature counts."""
-    from interp.rfa.experiment import RFAExperimentConfig, require_matplotlib, run_experiment
+    from interp.lines.rfa.experiment import RFAExperimentConfig, require_matplotlib, run_experiment
 
     config = cast(RFAExperimentConfig, RFAExperimentConfig.from_strings(parse_options(options)))
     if figure:
@@ -60,7 +60,7 @@ def experiment(
 
 def targets() -> None:
     """List the target functions of the experiment."""
-    from interp.rfa.targets import list_targets
+    from interp.lines.rfa.targets import list_targets
 
     rows = [[t.name, t.description, t.permutation_invariant, t.inner_product] for t in list_targets()]
     print_table(

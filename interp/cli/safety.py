@@ -1,9 +1,10 @@
-"""Safety-heads commands: `interp sahara` (greedy group search) and `interp asr` (attack success rate).
+"""Safety-heads commands: `interp safety sahara` (greedy group search), `interp safety asr` (attack success
+rate) and `interp safety run` (the recorded full run). `interp sahara` / `interp asr` remain as aliases.
 
 interp scan ships --model testbed --prompts advbench --limit 8 --set ablation=query --out ships.json
 interp scan ships-dataset --model testbed --prompts advbench --limit 8 --set rank=1
-interp sahara --model testbed --prompts advbench --limit 8 --steps 3 --candidates 8 --out sahara.json
-interp asr --model testbed --heads L3H4,L5H1 --prompts advbench --offset 8 --limit 100 --random-control
+interp safety sahara --model testbed --prompts advbench --limit 8 --steps 3 --candidates 8 --out sahara.json
+interp safety asr --model testbed --heads L3H4,L5H1 --prompts advbench --offset 8 --limit 100 --random-control
 """
 
 from __future__ import annotations
@@ -13,12 +14,57 @@ from pathlib import Path
 import typer
 
 from interp.cli import console, friendly_errors, print_table, print_top
-from interp.errors import InterpError
+from interp.core.errors import InterpError
+
+safety_app = typer.Typer(help="Safety heads: Sahara group search, attack success rate, the recorded testbed run.")
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(friendly_errors(sahara))
-    app.command()(friendly_errors(asr))
+    for fn in (sahara, asr):
+        safety_app.command()(friendly_errors(fn))
+        app.command(hidden=True)(friendly_errors(fn))  # the older top-level spellings
+    safety_app.command(name="run")(friendly_errors(run))
+    app.add_typer(safety_app, name="safety")
+
+
+def run(
+    model: str = typer.Option("testbed", "--model", "-m", help="Model name, local directory or .gguf file."),
+    dtype: str = typer.Option("float32", help="float32 | bfloat16 (bfloat16 is ~2x faster on CPUs with bf16)."),
+    out: Path = typer.Option(Path("docs/safety_heads"), "--out", "-o", help="Folder for every stage's files."),
+    scan: int = typer.Option(8, help="AdvBench prompts for Ships / Sahara."),
+    eval_: int = typer.Option(100, "--eval", help="Held-out AdvBench prompts for ASR."),
+    harmless: int = typer.Option(100, help="Harmless prompts for the harmless-side cost."),
+    template: str = typer.Option("auto", help="auto (chat template if any) | chat | query | raw."),
+    ablation: str = typer.Option("query", help="query (queries x eps: uniform attention) | values (output x eps)."),
+    eps: float = typer.Option(1e-8),
+    steps: int = typer.Option(3, help="Sahara steps (heads in the group)."),
+    candidates: int | None = typer.Option(8, help="Sahara steps after the first try only the top-K heads."),
+    max_new_tokens: int = typer.Option(64),
+    harmless_max_new_tokens: int | None = typer.Option(None, help="Default: --max-new-tokens."),
+    min_tokens: int = typer.Option(32),
+    batch_size: int = typer.Option(32, help="Rows per sweep pass."),
+    gen_batch_size: int = typer.Option(32, help="Rows (conditions x prompts) per generation batch."),
+    seed: int = typer.Option(0, help="Seed of the random control heads."),
+    budget_s: float | None = typer.Option(
+        None, help="Wall-clock budget: generation stages stop at the next batch past it (rerun to resume)."
+    ),
+    summary: bool = typer.Option(False, "--summary", help="Only print the markdown summary of --out and exit."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """The full safety-heads run (resumable): Ships + Sahara on AdvBench, ASR on held-out prompts, harmless cost."""
+    from interp.lines.safety.run import RunOptions, markdown_summary, run_all
+
+    if summary:
+        console.print(markdown_summary(out), markup=False, highlight=False)
+        return
+    run_all(
+        RunOptions(
+            model=model, dtype=dtype, out=out, scan=scan, eval=eval_, harmless=harmless, template=template,
+            ablation=ablation, eps=eps, steps=steps, candidates=candidates, max_new_tokens=max_new_tokens,
+            harmless_max_new_tokens=harmless_max_new_tokens, min_tokens=min_tokens, batch_size=batch_size,
+            gen_batch_size=gen_batch_size, seed=seed, budget_s=budget_s, progress=progress,
+        )
+    )  # fmt: skip
 
 
 def sahara(
@@ -38,10 +84,10 @@ def sahara(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Greedy search for a group of safety heads (Sahara) by dataset-level Ships."""
-    from interp.models import load_model
-    from interp.prompts import load_prompts
-    from interp.scores.safety import SaharaConfig
-    from interp.scores.safety import sahara as run_sahara
+    from interp.core.prompts import load_prompts
+    from interp.lines.safety.metrics import SaharaConfig
+    from interp.lines.safety.metrics import sahara as run_sahara
+    from interp.model.loading import load_model
 
     config = SaharaConfig(
         ablation=ablation,  # type: ignore[arg-type]
@@ -96,10 +142,10 @@ def asr(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Attack success rate with and without ablating HEADS (greedy generation), plus the harmless-side cost."""
-    from interp.models import load_model
-    from interp.prompts import load_prompts
-    from interp.safety import AsrConfig, attack_success, harmless_cost
-    from interp.safety import random_control as pick_random
+    from interp.core.prompts import load_prompts
+    from interp.lines.safety.asr import AsrConfig, attack_success, harmless_cost
+    from interp.lines.safety.asr import random_control as pick_random
+    from interp.model.loading import load_model
 
     extra = {"keywords": tuple(k.strip() for k in keywords.split(",") if k.strip())} if keywords else {}
     config = AsrConfig(

@@ -1,4 +1,5 @@
-"""Vision commands: `generate` (with --vhr) and `scenes`; `scan` (core) takes --images / --prompt.
+"""Vision commands: `interp vision generate` (with --vhr), `scenes`, `train` (the scenes-VLM) and `experiment`;
+`scan` (core) takes --images / --prompt. `interp generate` / `interp scenes` remain as aliases.
 
 interp scan vhd --model scenes-vlm --images DIR --prompt "Describe the image." --out vhd.json
 interp scan t-vhd --model scenes-vlm --prompt "Describe the image." --set n_images=4
@@ -13,13 +14,57 @@ from pathlib import Path
 import typer
 
 from interp.cli import console, friendly_errors, print_table
-from interp.errors import InterpError
+from interp.core.errors import InterpError
+
+vision_app = typer.Typer(
+    help="Vision-language models: VHR generation, scenes, the scenes-VLM's training and experiment."
+)
 
 
 def register(app: typer.Typer) -> None:
     # `scan` (interp/cli/core.py) takes --images / --prompt for the vision metrics itself.
-    app.command(name="generate")(friendly_errors(generate))
-    app.command(name="scenes")(friendly_errors(scenes))
+    for name, fn in (("generate", generate), ("scenes", scenes)):
+        vision_app.command(name=name)(friendly_errors(fn))
+        app.command(name=name)(friendly_errors(fn))  # the older top-level spellings
+    vision_app.command(name="train")(friendly_errors(train))
+    vision_app.command(name="experiment")(friendly_errors(experiment))
+    app.add_typer(vision_app, name="vision")
+
+
+def _threads(threads: int | None) -> None:
+    if threads is not None:
+        if threads < 1:
+            raise InterpError(f"--threads must be >= 1, got {threads}.")
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def train(
+    options: list[str] = typer.Option([], "--set", "-s", help="Override a TrainConfig field, key=value."),
+    threads: int | None = typer.Option(None, help="torch threads (default: torch's choice)."),
+) -> None:
+    """Train the scenes-VLM's small parts (vision tower, projector, LoRA) on generated scenes (seeded)."""
+    from interp.cli import parse_options
+    from interp.lines.vision.train import TrainConfig
+    from interp.lines.vision.train import train as run_train
+
+    config = TrainConfig.from_strings(parse_options(options))
+    _threads(threads)
+    run_train(config)
+
+
+def experiment(
+    options: list[str] = typer.Option([], "--set", "-s", help="Override an ExperimentConfig field, key=value."),
+    threads: int | None = typer.Option(None, help="torch threads (default: torch's choice)."),
+) -> None:
+    """QA accuracy, VHD-head ablation vs random heads, CHAIR with/without VHR, T-VHD (docs/vision_heads.md)."""
+    from interp.cli import parse_options
+    from interp.lines.vision.experiment import ExperimentConfig, run
+
+    config = ExperimentConfig.from_strings(parse_options(options))
+    _threads(threads)
+    run(config)
 
 
 def generate(
@@ -41,10 +86,10 @@ def generate(
     dtype: str | None = typer.Option(None),
 ) -> None:
     """Generate an answer (per image for a vision-language model), with and without VHR."""
-    from interp.hooks import generate as generate_text
-    from interp.models import load_model
-    from interp.prompts import check_prompts
-    from interp.scores.vision import VHRConfig, generate_images, resolve_images, vhr_generate
+    from interp.core.prompts import check_prompts
+    from interp.engine.run import generate as generate_text
+    from interp.lines.vision.metrics import VHRConfig, generate_images, resolve_images, vhr_generate
+    from interp.model.loading import load_model
 
     check_prompts([prompt])
     config = None
@@ -86,7 +131,7 @@ def scenes(
     max_objects: int = typer.Option(4, help="Most objects per scene (1-5)."),
 ) -> None:
     """Write generated scenes (coloured shapes with known positions) and their ground truth to a folder."""
-    from interp.vlm.scenes import make_scenes, save_scenes
+    from interp.lines.vision.scenes import make_scenes, save_scenes
 
     made = make_scenes(n, seed, max_objects=max_objects)
     save_scenes(made, out)

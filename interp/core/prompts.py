@@ -1,0 +1,110 @@
+"""Prompt sets: reading prompt files, the built-in sets in data/prompts/, and prompt templates.
+
+A prompts file is either plain text (one prompt per line; blank lines and lines starting with '#' are
+skipped) or JSONL with a "prompt" field per line. Templates turn a user prompt into model input:
+
+- "chat":  the tokenizer's chat template with a generation prompt (instruct models);
+- "raw":   the text as it is;
+- "query": the safety-heads paper's format, "## Query: {prompt}\\n## Answer:";
+- "auto":  "chat" when the tokenizer has a chat template, else "raw".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from interp.core.config import TemplateName
+from interp.core.errors import PromptError, unknown_name
+
+QUERY_TEMPLATE = "## Query: {prompt}\n## Answer:"
+TEMPLATES: tuple[str, ...] = ("auto", "chat", "raw", "query")
+
+
+def data_dir() -> Path:
+    """The data/ folder: $INTERP_DATA_DIR, the source checkout's data/, or the copy inside the wheel."""
+    env = os.environ.get("INTERP_DATA_DIR")
+    if env:
+        return Path(env)
+    package = Path(__file__).resolve().parents[1]  # interp/ (this file is interp/core/prompts.py)
+    for candidate in (package.parent / "data", package / "_data"):
+        if candidate.is_dir():
+            return candidate
+    raise PromptError("Cannot find the data/ folder; set INTERP_DATA_DIR to its location.")
+
+
+def builtin_sets() -> dict[str, Path]:
+    """Named prompt sets shipped in data/prompts/ (file stem -> path)."""
+    folder = data_dir() / "prompts"
+    return {p.stem: p for p in sorted(folder.glob("*")) if p.suffix in (".txt", ".jsonl")}
+
+
+def load_prompts(source: str | os.PathLike[str], limit: int | None = None) -> list[str]:
+    """Read prompts from a file path or a built-in set name (e.g. "short")."""
+    path = Path(source)
+    if not path.exists():
+        sets = builtin_sets()
+        if str(source) in sets:
+            path = sets[str(source)]
+        elif path.suffix or os.sep in str(source):
+            raise PromptError(f"Prompts file {path} does not exist.")
+        else:
+            raise unknown_name("prompt set", str(source), sets) from None
+    if path.is_dir():
+        raise PromptError(f"{path} is a folder; give a prompts file (.txt or .jsonl).")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise PromptError(f"Prompts file {path} is not UTF-8 text: {exc}") from exc
+    prompts = _parse_jsonl(text, path) if path.suffix == ".jsonl" else _parse_lines(text)
+    if not prompts:
+        raise PromptError(
+            f'Prompts file {path} holds no prompts: write one prompt per line, or JSONL with a "prompt" field.'
+        )
+    return prompts[:limit] if limit else prompts
+
+
+def _parse_lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _parse_jsonl(text: str, path: Path) -> list[str]:
+    prompts = []
+    for i, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise PromptError(f"{path}, line {i}: not valid JSON ({exc.msg}).") from exc
+        if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
+            raise PromptError(f'{path}, line {i}: expected an object with a string "prompt" field.')
+        prompts.append(record["prompt"])
+    return prompts
+
+
+def check_prompts(prompts: Sequence[str]) -> list[str]:
+    """Reject an empty list, non-strings and empty prompts, naming the offending index."""
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    prompts = list(prompts)
+    if not prompts:
+        raise PromptError("No prompts given: pass at least one prompt.")
+    for i, p in enumerate(prompts):
+        if not isinstance(p, str):
+            raise PromptError(f"Prompt {i} is {type(p).__name__}, expected a string.")
+        if not p.strip():
+            raise PromptError(f"Prompt {i} is empty.")
+    return prompts
+
+
+def resolve_template(template: TemplateName, has_chat_template: bool) -> str:
+    if template not in TEMPLATES:
+        raise unknown_name("template", str(template), TEMPLATES)
+    if template == "auto":
+        return "chat" if has_chat_template else "raw"
+    if template == "chat" and not has_chat_template:
+        raise PromptError('This model\'s tokenizer has no chat template; use template "raw" or "query".')
+    return template

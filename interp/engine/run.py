@@ -1,0 +1,322 @@
+"""Running the model under interventions: forward passes, reading activations, generation.
+
+`make_intervention` builds a HeadIntervention for a model (checking labels, computing mean/resample values);
+`run_last` is the one forward pass everything else uses (interventions, captures, starting at a layer from a
+cached residual); `generate` / `generate_batch` keep interventions active for a whole generation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from interp.core.errors import InterpError
+from interp.core.heads import HeadLike
+from interp.core.progress import progress_iter
+from interp.engine.hookpoints import (
+    FINAL_HIDDEN,
+    hooked,
+    layers_from,
+    pattern_name,
+    position_ids,
+    resid_name,
+    teardown_start_at_layer,
+    z_name,
+)
+from interp.engine.interventions import HeadIntervention, Rows, get_kind, intervene, intervention_hooks
+
+if TYPE_CHECKING:
+    from interp.model import LoadedModel, TokenBatch
+
+
+def make_intervention(
+    model: LoadedModel,
+    heads: str | Sequence[HeadLike],
+    kind: str = "zero",
+    *,
+    alpha: float | None = None,
+    eps: float = 1e-8,
+    reference: Sequence[str] | None = None,
+    source: str | None = None,
+    template: str = "auto",
+) -> HeadIntervention:
+    """Build an intervention for `model`, checking the head labels and computing mean/resample values.
+
+    reference: prompts whose average head output "mean" ablation uses.
+    source: the prompt whose head outputs "resample" ablation patches in.
+    """
+    spec = get_kind(kind)
+    parsed = model.parse_heads(heads)
+    values = None
+    if spec.needs == "reference":
+        if not reference:
+            raise InterpError(f'"{kind}" ablation needs reference prompts (the set the mean is taken over).')
+        values = head_means(model, model.tokenize(list(reference), template))
+    elif spec.needs == "source":
+        if not source:
+            raise InterpError(f'"{kind}" ablation needs a source prompt to take the head outputs from.')
+        values = head_outputs(model, model.tokenize([source], template))[:, 0]
+    if kind == "scale" and alpha is None:
+        raise InterpError('"scale" needs alpha (0 ablates, 1 leaves the head as is, > 1 reinforces).')
+    return HeadIntervention(parsed, kind, 1.0 if alpha is None else float(alpha), eps, values)  # type: ignore[arg-type]
+
+
+@torch.no_grad()
+def run_last(
+    model: LoadedModel,
+    batch: TokenBatch,
+    rows: Rows = None,
+    capture: Sequence[str] = (),
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    start_layer: int = 0,
+    resid: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One forward pass with interventions; returns last-position logits [batch, d_vocab] and captures.
+
+    Only the last position is projected to the vocabulary (logits_to_keep=1): the full [batch, pos, vocab]
+    tensor would dominate time and memory for a 49k vocabulary.
+    capture: hook names to store (reduced by `reduce` inside the hook when given).
+    start_layer, resid: skip blocks < start_layer, feeding resid [batch, pos, d_model] (the residual
+    entering block start_layer on an unintervened run) instead. Exact when no intervention sits below.
+    """
+    unknown = [n for n in capture if n not in model.bridge.hook_dict]
+    if unknown:
+        raise InterpError(f"Unknown hook point(s) {unknown}; e.g. {z_name(0)}, {pattern_name(0)}, {FINAL_HIDDEN}.")
+    store: dict[str, torch.Tensor] = {}
+    hooks = intervention_hooks(model, rows, batch.input_ids.shape[1])
+    hooks += [(n, partial(_store, store=store, key=n, reduce=reduce)) for n in capture]
+    if start_layer:
+        assert resid is not None, "start_layer needs the residual entering that layer"
+        kwargs = {"start_at_layer": start_layer, "position_ids": position_ids(batch.attention_mask)}
+        model_input = resid
+    else:
+        kwargs, model_input = image_inputs(batch), batch.input_ids  # images: only on a full pass
+    with hooked(model, hooks), layers_from(model, start_layer):
+        logits = model.bridge(model_input, attention_mask=batch.attention_mask, logits_to_keep=1, **kwargs)
+    return logits[:, -1].float(), store
+
+
+@contextlib.contextmanager
+def _frozen(model: LoadedModel) -> Iterator[None]:
+    """Parameters need no gradient for the block, so a backward pass computes activation gradients only."""
+    params = [p for p in model.hf_model.parameters() if p.requires_grad and not p.is_inference()]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def forward_with_grad(model: LoadedModel, batch: TokenBatch, fwd_hooks: Sequence[tuple[str, Callable]]) -> torch.Tensor:
+    """Last-position logits [batch, d_vocab] of one pass with autograd on, for gradient-based attribution.
+
+    Parameters are frozen during the pass, so gradients flow only to tensors the hooks make require grad
+    (e.g. a zero `delta` added to hook_z); call torch.autograd.grad on the result afterwards."""
+    with torch.enable_grad(), _frozen(model), hooked(model, fwd_hooks):
+        logits = model.bridge(batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=1)
+    return logits[:, -1].float()
+
+
+def unembedding_weights(model: LoadedModel) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The unembedding: weight [d_vocab, d_model] and bias [d_vocab] or None (logits = hidden @ W.T + b)."""
+    head = model.hf_model.get_output_embeddings()
+    return head.weight.detach(), (head.bias.detach() if getattr(head, "bias", None) is not None else None)
+
+
+# Stored under the name asked for: hook.name is the canonical name, which can differ from an alias
+# such as hook_z (= attn.o.hook_in on the bridge).
+def _store(t: torch.Tensor, hook: Any, store: dict[str, torch.Tensor], key: str, reduce: Callable | None) -> None:
+    store[key] = (reduce(t) if reduce is not None else t).detach()
+
+
+def _last(t: torch.Tensor) -> torch.Tensor:
+    return t[:, -1].float()
+
+
+@dataclass
+class LastPosition:
+    logits: torch.Tensor  # [batch, d_vocab] at the last prompt position
+    hidden: torch.Tensor | None  # [batch, d_model] normalized final residual at the last position
+
+
+def forward_last(model: LoadedModel, batch: TokenBatch, rows: Rows = None, hidden: bool = False) -> LastPosition:
+    """Last-position logits (and normalized final hidden state) under interventions."""
+    logits, store = run_last(model, batch, rows, capture=[FINAL_HIDDEN] if hidden else (), reduce=_last)
+    return LastPosition(logits, store.get(FINAL_HIDDEN))
+
+
+def unembed(model: LoadedModel, hidden: torch.Tensor) -> torch.Tensor:
+    """Logits [batch, d_vocab] from normalized final hidden states [batch, d_model] (the FINAL_HIDDEN readout):
+    the model's own output projection, so unembed(forward_last(...).hidden) equals forward_last(...).logits."""
+    head = model.hf_model.get_output_embeddings()
+    with torch.no_grad():  # the head's own device: with a device map it need not be the embedding's
+        return head(hidden.to(device=head.weight.device, dtype=head.weight.dtype)).float()
+
+
+def capture(
+    model: LoadedModel,
+    batch: TokenBatch,
+    names: Sequence[str],
+    rows: Rows = None,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Activations at hook points (optionally reduced inside the hook to save memory), under interventions."""
+    return run_last(model, batch, rows, capture=names, reduce=reduce)[1]
+
+
+def head_outputs(model: LoadedModel, batch: TokenBatch, rows: Rows = None) -> torch.Tensor:
+    """z of every head: [n_layers, batch, pos, n_heads, d_head]."""
+    names = [z_name(layer) for layer in range(model.n_layers)]
+    acts = capture(model, batch, names, rows)
+    return torch.stack([acts[n] for n in names])
+
+
+def head_means(model: LoadedModel, batch: TokenBatch) -> torch.Tensor:
+    """Each head's output averaged over all real (non-padding) positions of the batch: [n_layers, n_heads, d_head]."""
+    z = head_outputs(model, batch)  # [n_layers, batch, pos, n_heads, d_head]
+    mask = batch.attention_mask.to(z.dtype)[None, :, :, None, None]
+    return (z * mask).sum((1, 2)) / mask.sum((1, 2))
+
+
+def image_inputs(batch: TokenBatch) -> dict[str, torch.Tensor]:
+    """The processor's image tensors of an ImageBatch (pixel_values, ...); {} for a text-only batch."""
+    return dict(getattr(batch, "image_inputs", None) or {})
+
+
+class _StopForward(Exception):
+    """Raised inside a hook to end a forward pass once everything needed has been captured."""
+
+
+@torch.no_grad()
+def capture_layer(
+    model: LoadedModel,
+    batch: TokenBatch,
+    layer: int,
+    rows: Rows = None,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    start_layer: int = 0,
+    resid: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """z of every head in `layer` ([batch, pos, n_heads, d_head], or `reduce`d) under interventions, and
+    the residual entering `layer` ([batch, pos, d_model]).
+
+    The pass stops right after that layer's attention, so the layers above cost nothing; with start_layer
+    and resid (the residual entering start_layer, e.g. from an earlier call) the layers below are skipped
+    too. VHR selects heads layer by layer this way: each layer's pass resumes where the last one stopped,
+    so selecting over all layers costs about one forward pass. Exact when no intervention sits below
+    start_layer that `resid` did not see."""
+    if not 0 <= start_layer <= layer < model.n_layers:
+        raise InterpError(f"Need 0 <= start_layer <= layer < {model.n_layers}, got {start_layer} and {layer}.")
+    store: dict[str, torch.Tensor] = {}
+
+    def keep(t: torch.Tensor, hook: Any) -> None:
+        store["resid"] = t.detach()
+
+    def grab(t: torch.Tensor, hook: Any) -> None:
+        store["z"] = (reduce(t) if reduce is not None else t).detach()
+        raise _StopForward
+
+    hooks = intervention_hooks(model, rows, batch.input_ids.shape[1])
+    hooks += [(resid_name(layer), keep), (z_name(layer), grab)]
+    if start_layer:
+        assert resid is not None, "start_layer needs the residual entering that layer"
+        kwargs = {"start_at_layer": start_layer, "position_ids": position_ids(batch.attention_mask)}
+        model_input = resid
+    else:
+        kwargs, model_input = image_inputs(batch), batch.input_ids
+    with contextlib.suppress(_StopForward), hooked(model, hooks), layers_from(model, start_layer):
+        try:
+            model.bridge(model_input, attention_mask=batch.attention_mask, logits_to_keep=1, **kwargs)
+        finally:
+            if start_layer:
+                teardown_start_at_layer(model)  # the pass may end early, before the bridge clears it
+    if "z" not in store or "resid" not in store:
+        raise InterpError(f"{z_name(layer)} did not fire on {model.name}.")
+    return store["z"], store["resid"]
+
+
+@torch.no_grad()
+def generate(
+    model: LoadedModel,
+    prompts: Sequence[str] | str,
+    rows: Rows = None,
+    *,
+    max_new_tokens: int = 64,
+    template: str = "auto",
+    batch_size: int = 8,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    seed: int = 0,
+    progress: bool | Callable[[int, int], None] = False,
+) -> list[str]:
+    """Generate continuations (greedy by default) with interventions active for the whole generation.
+
+    rows: one intervention for all prompts, or one per prompt (None = no intervention for that prompt).
+    """
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    if max_new_tokens < 1:
+        raise InterpError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
+    per_row = None if rows is None or isinstance(rows, HeadIntervention) else list(rows)
+    if per_row is not None and len(per_row) != len(prompts):
+        raise InterpError(f"{len(per_row)} interventions for {len(prompts)} prompts: give one per prompt.")
+    out: list[str] = []
+    starts = range(0, len(prompts), batch_size)
+    for start in progress_iter(starts, progress, desc="generate", total=len(starts)):
+        batch = model.tokenize(prompts[start : start + batch_size], template)
+        chunk_rows = rows if per_row is None else per_row[start : start + batch_size]
+        texts = generate_batch(
+            model,
+            batch,
+            chunk_rows,
+            max_new_tokens=max_new_tokens,
+            do_sample=do_sample,
+            temperature=temperature,
+            seed=seed,
+        )
+        out.extend(texts)  # type: ignore[arg-type]
+    return out
+
+
+@torch.no_grad()
+def generate_batch(
+    model: LoadedModel,
+    batch: TokenBatch,
+    rows: Rows = None,
+    *,
+    max_new_tokens: int = 64,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    seed: int = 0,
+    return_ids: bool = False,
+) -> list[str] | tuple[list[str], torch.Tensor]:
+    """Generate from an already tokenized batch (e.g. an ImageBatch) with interventions active throughout.
+
+    Like `generate`, but the caller builds the batch, so image inputs come along. return_ids also returns
+    the new token ids [batch, new] (padding after an end token)."""
+    if max_new_tokens < 1:
+        raise InterpError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
+    tok = model.tokenizer
+    with intervene(model, rows, batch.input_ids.shape[1]), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        kwargs: dict[str, Any] = {"do_sample": do_sample, **image_inputs(batch)}
+        if do_sample:
+            kwargs["temperature"] = temperature
+        else:  # no sampling knobs at all, so transformers does not warn about unused ones
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        ids = model.hf_model.generate(
+            batch.input_ids,
+            attention_mask=batch.attention_mask,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=tok.pad_token_id,
+            **kwargs,
+        )
+    new = ids[:, batch.input_ids.shape[1] :]
+    texts = tok.batch_decode(new, skip_special_tokens=True)
+    return (texts, new) if return_ids else texts

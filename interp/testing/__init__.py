@@ -1,0 +1,1 @@
+"""Deliberately naive reference implementations: the oracle the tests and benchmarks compare the engine with."""
