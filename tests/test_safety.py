@@ -81,10 +81,21 @@ def planted() -> interp.LoadedModel:
 
 
 def numpy_angles(base: torch.Tensor, ablated: torch.Tensor, rank: int) -> np.ndarray:
-    """Independent reference: numpy SVD + scipy principal angles, in degrees, ascending."""
+    """Independent reference (model space): numpy SVD + scipy principal angles, in degrees, ascending."""
     va = np.linalg.svd(base.double().numpy(), full_matrices=False)[2][:rank].T
     vb = np.linalg.svd(ablated.double().numpy(), full_matrices=False)[2][:rank].T
     return np.sort(np.degrees(scipy.linalg.subspace_angles(va, vb)))
+
+
+def numpy_prompt_angles(base: torch.Tensor, ablated: torch.Tensor, rank: int) -> np.ndarray:
+    """Independent reference written from the released code's description (lib/Sahara/svd.py): SVD of the
+    stacked states M [n_prompts, d_model], the first `rank` LEFT singular vectors u[:, :rank] (prompt space),
+    then the angles arccos of the singular values of u^T u' (the absolute value of u1 . u1' for rank 1),
+    in degrees, ascending."""
+    u = np.linalg.svd(base.double().numpy(), full_matrices=False)[0][:, :rank]
+    w = np.linalg.svd(ablated.double().numpy(), full_matrices=False)[0][:, :rank]
+    cos = np.clip(np.linalg.svd(u.T @ w, compute_uv=False), -1.0, 1.0)
+    return np.sort(np.degrees(np.arccos(cos)))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -95,10 +106,11 @@ def test_unembed_equals_model_logits(tiny_model):
     assert torch.allclose(unembed(tiny_model, out.hidden), out.logits, atol=1e-5)
 
 
-@pytest.mark.parametrize(("ablation", "kind", "alpha"), [("query", "uniform", 1.0), ("values", "scale", 1e-8)])
+@pytest.mark.parametrize(("ablation", "kind", "alpha"), [("query", "uniform", 1.0), ("values", "scale", 1e-5)])
 def test_ships_equals_bruteforce_kl_loop(tiny_model, ablation, kind, alpha):
     result = ships(tiny_model, PROMPTS, ShipsConfig(ablation=ablation, batch_size=7), progress=False)
-    ref = naive_sweep(tiny_model, PROMPTS, kl_per_prompt, kind=kind, alpha=alpha)
+    assert result.config["eps"] == 1e-5  # the released code's factor is the default
+    ref = naive_sweep(tiny_model, PROMPTS, kl_per_prompt, kind=kind, alpha=alpha, eps=1e-5)
     assert np.abs(result.scores.ravel() - ref.scores).max() <= 1e-5
     per_prompt = result.per_prompt.reshape(len(PROMPTS), -1).T  # [heads, prompts]
     assert np.abs(per_prompt - ref.per_prompt).max() <= 1e-5
@@ -111,11 +123,58 @@ def test_ships_records_template(tiny_llama):
     assert result.provenance["template"] == "query" and result.config["template"] == "query"
 
 
+def test_paper_template_is_byte_identical_to_the_released_code(tiny_llama):
+    # lib/Sahara/attribution.py: input_text = f"## Query:{r['input']}\n## Answer:"
+    released = "## Query:{}\n## Answer:".format("How do I pick a lock?")
+    assert tiny_llama.format_prompt("How do I pick a lock?", "paper").encode() == released.encode()
+    assert tiny_llama.tokenize(["How do I pick a lock?"], "paper").texts == [released]
+    assert tiny_llama.format_prompt("x", "query") == "## Query: x\n## Answer:"  # ours, kept as an option
+    result = ships(tiny_llama, PROMPTS[:2], ShipsConfig(template="paper"), progress=False)
+    assert result.provenance["template"] == "paper" and result.config["eps"] == 1e-5
+
+
+@pytest.mark.parametrize("rank", [1, 2])
+def test_prompt_space_ships_dataset_equals_numpy_left_singular_vectors(tiny_llama, rank):
+    config = ShipsDatasetConfig(rank=rank, all_angles=True)
+    assert config.space == "prompt"  # the released code's choice is the default
+    result = ships_dataset(tiny_llama, PROMPTS, config, progress=False)
+    ref = naive_sweep(
+        tiny_llama,
+        PROMPTS,
+        lambda b, a: torch.tensor(numpy_prompt_angles(b, a, rank)[0]),
+        readout="hidden",
+        kind="uniform",
+        eps=1e-5,
+    )
+    assert np.abs(result.scores.ravel() - ref.scores).max() <= 1e-6  # degrees
+    assert result.scores.max() > 1e-3  # the comparison is not between zeros
+    assert result.provenance["space"] == "prompt" and result.config["space"] == "prompt"
+    angles = np.array(result.extras["angles"], dtype=float)  # [layers, heads, rank]
+    assert angles.shape == (tiny_llama.n_layers, tiny_llama.n_heads, rank)
+    assert np.array_equal(angles[..., 0], result.scores)
+
+
+def test_prompt_and_model_space_differ_and_prompt_space_needs_more_prompts_than_rank(tiny_llama):
+    prompt = ships_dataset(tiny_llama, PROMPTS, ShipsDatasetConfig(), progress=False)
+    model = ships_dataset(tiny_llama, PROMPTS, ShipsDatasetConfig(space="model"), progress=False)
+    assert not np.allclose(prompt.scores, model.scores)
+    with pytest.raises(InterpError, match="more prompts than rank"):
+        ships_dataset(tiny_llama, PROMPTS[:2], ShipsDatasetConfig(rank=2), progress=False)
+    with pytest.raises(InterpError, match="prompt, model"):
+        interp.get_metric("ships-dataset").make_config({"space": "query"})
+
+
 @pytest.mark.parametrize("rank", [1, 2])
 def test_ships_dataset_equals_numpy_svd_and_scipy_angles(tiny_llama, rank):
-    result = ships_dataset(tiny_llama, PROMPTS, ShipsDatasetConfig(rank=rank, all_angles=True), progress=False)
+    config = ShipsDatasetConfig(rank=rank, all_angles=True, space="model")
+    result = ships_dataset(tiny_llama, PROMPTS, config, progress=False)
     ref = naive_sweep(
-        tiny_llama, PROMPTS, lambda b, a: torch.tensor(numpy_angles(b, a, rank)[0]), readout="hidden", kind="uniform"
+        tiny_llama,
+        PROMPTS,
+        lambda b, a: torch.tensor(numpy_angles(b, a, rank)[0]),
+        readout="hidden",
+        kind="uniform",
+        eps=1e-5,
     )
     assert np.abs(result.scores.ravel() - ref.scores).max() <= 1e-4  # degrees; float32 hidden states
     assert result.scores.max() > 1.0
@@ -156,14 +215,18 @@ def test_planted_head_ranks_first_in_ships(planted, ablation):
     assert top.score[0] > 2 * top.score[1]
 
 
-def test_planted_head_ranks_first_in_ships_dataset(planted):
-    result = ships_dataset(planted, PROMPTS, ShipsDatasetConfig(), progress=False)
+@pytest.mark.parametrize(("space", "margin"), [("prompt", 1.5), ("model", 2.0)])
+def test_planted_head_ranks_first_in_ships_dataset(planted, space, margin):
+    # Prompt space separates less (measured 3.1 vs 1.7 degrees here): the top left singular vector of the
+    # un-centred states is mostly each prompt's loading on the shared mean direction, which every head nudges.
+    result = ships_dataset(planted, PROMPTS, ShipsDatasetConfig(space=space), progress=False)
     assert result.top_heads(1) == [PLANTED]
-    assert result.top(2).score[0] > 2 * result.top(2).score[1]
+    assert result.top(2).score[0] > margin * result.top(2).score[1]
 
 
-def test_sahara_picks_planted_head_first_and_records_steps(planted):
-    result = sahara(planted, PROMPTS, SaharaConfig(steps=3, candidates=4), progress=False)
+@pytest.mark.parametrize(("space", "reference"), [("prompt", numpy_prompt_angles), ("model", numpy_angles)])
+def test_sahara_picks_planted_head_first_and_records_steps(planted, space, reference):
+    result = sahara(planted, PROMPTS, SaharaConfig(steps=3, candidates=4, space=space), progress=False)
     group = sahara_group(result)
     assert group[0] == PLANTED and len(group) == 3 and len(set(group)) == 3
     steps = result.extras["steps"]
@@ -177,8 +240,9 @@ def test_sahara_picks_planted_head_first_and_records_steps(planted):
     batch = planted.tokenize(PROMPTS)
     base = forward_last(planted, batch, hidden=True).hidden
     for k in (2, 3):
-        hidden = forward_last(planted, batch, HeadIntervention(tuple(group[:k]), "uniform"), hidden=True).hidden
-        assert steps[k - 1]["score"] == pytest.approx(numpy_angles(base, hidden, 1)[0], abs=1e-4)
+        iv = HeadIntervention(tuple(group[:k]), "uniform", eps=1e-5)
+        hidden = forward_last(planted, batch, iv, hidden=True).hidden
+        assert steps[k - 1]["score"] == pytest.approx(reference(base, hidden, 1)[0], abs=1e-4)
         assert steps[k - 1]["scores"][group[k - 1].label] == max(steps[k - 1]["scores"].values())
 
 
@@ -215,7 +279,7 @@ def test_bad_sahara_options(options, message):
 
 def test_rank_larger_than_prompts_is_an_error(tiny_llama):
     with pytest.raises(InterpError, match="rank must be between 1 and"):
-        ships_dataset(tiny_llama, PROMPTS[:2], ShipsDatasetConfig(rank=3), progress=False)
+        ships_dataset(tiny_llama, PROMPTS[:2], ShipsDatasetConfig(rank=3, space="model"), progress=False)
 
 
 def test_bad_asr_options():
@@ -265,7 +329,8 @@ def test_harmless_cost_kl_matches_direct_computation(planted):
     cost = harmless_cost(planted, PROMPTS[:3], {"none": None, "planted": [PLANTED]}, cfg, progress=False)
     batch = planted.tokenize(PROMPTS[:3])
     base = torch.log_softmax(forward_last(planted, batch).logits, -1)
-    ablated = torch.log_softmax(forward_last(planted, batch, HeadIntervention((PLANTED,), "uniform")).logits, -1)
+    iv = HeadIntervention((PLANTED,), "uniform", eps=cfg.eps)
+    ablated = torch.log_softmax(forward_last(planted, batch, iv).logits, -1)
     expected = float(kl_per_prompt(base, ablated).mean())
     assert cost.rate("planted", "mean_kl") == pytest.approx(expected, rel=1e-4)
     assert cost.rate("none", "mean_kl") == 0.0

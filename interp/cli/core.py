@@ -136,7 +136,7 @@ def ablate(
     reference: str = typer.Option("reference", help="Prompts (file or set) that --kind mean averages over."),
     source: str | None = typer.Option(None, help="Source prompt for --kind resample."),
     max_new_tokens: int = typer.Option(48, help="Tokens to generate."),
-    template: str = typer.Option("auto", help="auto | chat | raw | query."),
+    template: str = typer.Option("auto", help="auto | chat | raw | query | paper."),
     top_tokens: int = typer.Option(5, help="Show this many most likely next tokens, before and after."),
     device: str | None = typer.Option(None),
     dtype: str | None = typer.Option(None),

@@ -26,7 +26,7 @@ def ray_sweep_cmd(
     limit: int | None = typer.Option(None, help="Use only the first N prompts."),
     kind: str = typer.Option("zero", help="zero | mean | resample | uniform | scale."),
     alpha: float | None = typer.Option(None, help="Factor for --kind scale."),
-    template: str = typer.Option("auto", help="auto | chat | raw | query."),
+    template: str = typer.Option("auto", help="auto | chat | raw | query | paper."),
     workers: int = typer.Option(2, help="Ray workers (tasks), one shard each."),
     shard: str = typer.Option("prompts", help="prompts | heads."),
     address: str | None = typer.Option(None, help='Ray address: none = a private local Ray; "auto" = this cluster.'),

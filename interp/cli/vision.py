@@ -80,7 +80,7 @@ def generate(
     top_k: int = typer.Option(3, help="VHR: heads per layer for --selection top_k."),
     outlier_std: float | None = typer.Option(1.0, help="VHR: outlier rule threshold in std (none: off)."),
     max_new_tokens: int = typer.Option(48, help="Tokens to generate."),
-    template: str = typer.Option("auto", help="auto | chat | raw | query."),
+    template: str = typer.Option("auto", help="auto | chat | raw | query | paper."),
     seed: int = typer.Option(0, help="Seed of the generated scenes for --images scenes."),
     device: str | None = typer.Option(None),
     dtype: str | None = typer.Option(None),

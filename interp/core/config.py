@@ -15,7 +15,7 @@ from typing import Any, Literal, get_args, get_origin
 
 from interp.core.errors import InterpError, unknown_name
 
-TemplateName = Literal["auto", "chat", "raw", "query"]
+TemplateName = Literal["auto", "chat", "raw", "query", "paper"]
 
 
 def _is_optional(tp: Any) -> tuple[bool, Any]:

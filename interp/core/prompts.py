@@ -5,7 +5,10 @@ skipped) or JSONL with a "prompt" field per line. Templates turn a user prompt i
 
 - "chat":  the tokenizer's chat template with a generation prompt (instruct models);
 - "raw":   the text as it is;
-- "query": the safety-heads paper's format, "## Query: {prompt}\\n## Answer:";
+- "paper": the safety-heads released code's format byte for byte, "## Query:{prompt}\\n## Answer:" (no space
+           after the colon; lib/Sahara/attribution.py of github ydyjya/SafetyHeadAttribution);
+- "query": the same with a space after the colon, "## Query: {prompt}\\n## Answer:" (our earlier reading of
+           the paper; kept as an option);
 - "auto":  "chat" when the tokenizer has a chat template, else "raw".
 """
 
@@ -20,7 +23,15 @@ from interp.core.config import TemplateName
 from interp.core.errors import PromptError, unknown_name
 
 QUERY_TEMPLATE = "## Query: {prompt}\n## Answer:"
-TEMPLATES: tuple[str, ...] = ("auto", "chat", "raw", "query")
+PAPER_TEMPLATE = "## Query:{prompt}\n## Answer:"  # byte for byte as the released code formats prompts
+TEXT_TEMPLATES = {"query": QUERY_TEMPLATE, "paper": PAPER_TEMPLATE}
+TEMPLATES: tuple[str, ...] = ("auto", "chat", "raw", "query", "paper")
+
+
+def apply_text_template(kind: str, prompt: str) -> str:
+    """A plain-text template ("query", "paper") applied to a prompt; "raw" (and any other kind) leaves it as is."""
+    template = TEXT_TEMPLATES.get(kind)
+    return template.format(prompt=prompt) if template is not None else prompt
 
 
 def data_dir() -> Path:
@@ -106,5 +117,5 @@ def resolve_template(template: TemplateName, has_chat_template: bool) -> str:
     if template == "auto":
         return "chat" if has_chat_template else "raw"
     if template == "chat" and not has_chat_template:
-        raise PromptError('This model\'s tokenizer has no chat template; use template "raw" or "query".')
+        raise PromptError('This model\'s tokenizer has no chat template; use template "raw", "query" or "paper".')
     return template

@@ -15,7 +15,7 @@ import torch
 
 from interp.core.errors import PromptError
 from interp.core.heads import Head, HeadLike, all_heads, parse_heads
-from interp.core.prompts import QUERY_TEMPLATE, check_prompts, resolve_template
+from interp.core.prompts import apply_text_template, check_prompts, resolve_template
 
 
 @dataclass
@@ -150,9 +150,7 @@ class LoadedModel:
             if system_prompt is not None:
                 messages.insert(0, {"role": "system", "content": system_prompt})
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        if kind == "query":
-            return QUERY_TEMPLATE.format(prompt=prompt)
-        return prompt
+        return apply_text_template(kind, prompt)
 
     def tokenize(
         self, prompts: Sequence[str] | str, template: str = "auto", system_prompt: str | None = None
@@ -161,7 +159,7 @@ class LoadedModel:
         prompts = check_prompts(prompts)
         kind = resolve_template(template, self.has_chat_template)  # type: ignore[arg-type]
         texts = [self.format_prompt(p, kind, system_prompt) for p in prompts]
-        # A chat template writes its own special tokens; raw and query text gets the tokenizer's (e.g. BOS).
+        # A chat template writes its own special tokens; raw, query and paper text get the tokenizer's (e.g. BOS).
         enc = self.tokenizer(
             texts, add_special_tokens=kind != "chat", padding=True, padding_side="left", return_tensors="pt"
         )
@@ -199,7 +197,7 @@ class LoadedModel:
         prefix = f"{token}\n" if image else ""
         if kind == "chat":
             return self.format_prompt(prefix + prompt, "chat")
-        return prefix + (QUERY_TEMPLATE.format(prompt=prompt) if kind == "query" else prompt)
+        return prefix + apply_text_template(kind, prompt)
 
     def tokenize_images(
         self, prompts: Sequence[str] | str, images: Sequence[Any], template: str = "auto"

@@ -33,7 +33,7 @@ from interp.core.provenance import make_provenance
 from interp.engine.interventions import HeadIntervention
 from interp.engine.run import generate
 from interp.engine.sweep import kl_per_prompt, sweep
-from interp.lines.safety.metrics import Ablation, ablation_kind
+from interp.lines.safety.metrics import RELEASED_EPS, Ablation, ablation_kind
 from interp.model.loaded import LoadedModel
 
 # The safety-heads paper's refusal keywords (shared/methods/safety-heads.md), matched case-sensitively.
@@ -90,7 +90,7 @@ class AsrConfig(Config):
     max_new_tokens: int = 64
     template: TemplateName = "auto"
     ablation: Ablation = "query"
-    eps: float = 1e-8
+    eps: float = RELEASED_EPS
     batch_size: int = 16
     """Rows per generation batch (each batch holds every condition for batch_size // n_conditions prompts)."""
 

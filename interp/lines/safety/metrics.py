@@ -2,13 +2,21 @@
 
 - `ships`: Ships(q, h) = KL( p(. | q) || p_ablated_h(. | q) ) at the last prompt position, natural log;
   per prompt x head, and the mean over prompts as the head's score.
-- `ships-dataset`: stack the last-token final hidden states of all prompts into M [n_prompts, d_model];
-  the score is the principal angle (degrees) between the top-r right singular subspaces of M and of M
-  with head h ablated.
+- `ships-dataset`: stack the last-token final hidden states (after the final norm) of all prompts into
+  M [n_prompts, d_model] and M_h with head h ablated. The score is an angle in degrees between their top
+  singular subspaces, in one of two spaces (option `space`):
+  * "prompt" (default; as the authors' released code, lib/Sahara/svd.py): the top-r LEFT singular vectors
+    U[:, :r] of M, vectors in prompt space: each prompt's loading on the dominant directions of the set.
+    For r = 1 the angle is arccos(|u1 . u1'|) (the absolute value removes the SVD's sign ambiguity). It
+    measures how the pattern of prompts along the dominant direction changes when the head is ablated.
+  * "model" (ours, kept as an option; what our method note first said): the top-r RIGHT singular vectors,
+    a subspace of model space: how the dominant hidden-state directions themselves turn.
+  For r > 1 all r principal angles are computed (extras["angles"] with all_angles=True); the score is the
+  first, the smallest (theta_1 <= ... <= theta_r), which for r = 1 is the released code's angle.
 - `sahara`: greedy group search. G = {}; at each step add the head h maximizing the dataset-level angle of
   G + {h} ablated together.
 
-Ablation ("ablation" option):
+Ablation ("ablation" option, eps default 1e-5 as the released code's Sahara search; 1e-8 was our earlier default):
 - "query" (default, the paper's "undifferentiated attention"): the head's queries are multiplied by eps,
   so its attention is uniform over the causal prefix (intervention kind "uniform").
 - "values": the paper multiplies the head's value vectors by eps. Under grouped-query attention a value
@@ -44,7 +52,9 @@ from interp.engine.sweep import kl_per_prompt, sweep
 from interp.model.loaded import LoadedModel, TokenBatch
 
 Ablation = Literal["query", "values"]
+Space = Literal["prompt", "model"]
 MAX_SAHARA_STEPS = 5
+RELEASED_EPS = 1e-5  # the released code's query factor in the Sahara search and the quick-start notebook
 
 
 def ablation_kind(ablation: str, eps: float) -> tuple[str, float | None]:
@@ -79,10 +89,32 @@ def principal_angles(basis_a: torch.Tensor, basis_b: torch.Tensor) -> torch.Tens
     return torch.rad2deg(angles)
 
 
-def subspace_angles(base: torch.Tensor, ablated: torch.Tensor, rank: int = 1) -> torch.Tensor:
-    """Ships_D: principal angles (degrees, ascending) between the top-`rank` right singular subspaces of
-    base [n_prompts, d_model] and ablated [n_prompts, d_model]."""
-    return principal_angles(top_right_singular(base, rank), top_right_singular(ablated, rank))
+def top_left_singular(matrix: torch.Tensor, rank: int) -> torch.Tensor:
+    """Orthonormal basis [n, rank] of the top-`rank` left singular subspace of matrix [n, d] (float64): directions
+    in prompt space. Needs at least rank + 1 rows: with n = rank the subspace is all of R^n and every angle is 0."""
+    n, d = matrix.shape
+    if not 1 <= rank < n or rank > d:
+        raise InterpError(
+            f"Prompt-space dataset Ships compares {rank}-dim subspaces of R^n_prompts: it needs more prompts than "
+            f"rank (n_prompts={n}, rank={rank}, d_model={d}). Give more prompts or a lower rank."
+        )
+    u, _, _ = torch.linalg.svd(matrix.double(), full_matrices=False)  # u: [n, min(n, d)]
+    return u[:, :rank]
+
+
+def top_singular(matrix: torch.Tensor, rank: int, space: str) -> torch.Tensor:
+    """The top-`rank` singular basis of matrix [n_prompts, d_model] in `space` ("prompt": left, "model": right)."""
+    if space == "prompt":
+        return top_left_singular(matrix, rank)
+    if space == "model":
+        return top_right_singular(matrix, rank)
+    raise InterpError(f'Unknown space {space!r}; choose "prompt" (left singular vectors) or "model" (right).')
+
+
+def subspace_angles(base: torch.Tensor, ablated: torch.Tensor, rank: int = 1, space: str = "prompt") -> torch.Tensor:
+    """Ships_D: principal angles (degrees, ascending) between the top-`rank` singular subspaces of
+    base [n_prompts, d_model] and ablated [n_prompts, d_model] in `space` (see the module docstring)."""
+    return principal_angles(top_singular(base, rank, space), top_singular(ablated, rank, space))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -103,10 +135,10 @@ class SafetySweep:
         out = [kl_per_prompt(base_lp, torch.log_softmax(unembed(model, h), -1)) for h in self.hidden]
         return torch.stack(out).double().cpu().numpy()
 
-    def angles(self, rank: int) -> np.ndarray:
+    def angles(self, rank: int, space: str = "prompt") -> np.ndarray:
         """Ships_D: [n_groups, rank] principal angles in degrees (ascending per group)."""
-        base_basis = top_right_singular(self.base, rank)
-        out = [principal_angles(base_basis, top_right_singular(h, rank)) for h in self.hidden]
+        base_basis = top_singular(self.base, rank, space)
+        out = [principal_angles(base_basis, top_singular(h, rank, space)) for h in self.hidden]
         return torch.stack(out).cpu().numpy()
 
 
@@ -117,7 +149,7 @@ def safety_sweep(
     heads: Sequence[HeadLike] | None = None,
     groups: Sequence[Sequence[HeadLike]] | None = None,
     ablation: str = "query",
-    eps: float = 1e-8,
+    eps: float = RELEASED_EPS,
     batch_size: int = 32,
     progress: Progress = True,
 ) -> SafetySweep:
@@ -162,9 +194,11 @@ def _grid(model: LoadedModel, groups: Sequence[tuple[Head, ...]], values: np.nda
 class ShipsConfig(Config):
     ablation: Ablation = "query"
     """"query": queries x eps (uniform attention, default); "values": the head's output x eps."""
-    eps: float = 1e-8
+    eps: float = RELEASED_EPS
+    """The query (or output) factor; 1e-5 as the released code (1e-8 was our earlier default)."""
     template: TemplateName = "auto"
-    """auto (chat template if the tokenizer has one) | chat | query ("## Query: ...\\n## Answer:") | raw."""
+    """auto (chat template if the tokenizer has one) | chat | paper ("## Query:...\\n## Answer:", the released
+    code's) | query (the same with a space after the colon) | raw."""
     batch_size: int = 32
 
     def check(self) -> None:
@@ -175,6 +209,8 @@ class ShipsConfig(Config):
 
 @dataclass(frozen=True)
 class ShipsDatasetConfig(ShipsConfig):
+    space: Space = "prompt"
+    """prompt: left singular vectors (prompt space, the released code); model: right singular vectors (ours)."""
     rank: int = 1
     """r: dimension of the top singular subspaces compared (the released code uses 1)."""
     all_angles: bool = False
@@ -237,7 +273,7 @@ def ships_from_sweep(
 def ships_dataset_from_sweep(
     model: LoadedModel, prompts: Sequence[str], batch: TokenBatch, swept: SafetySweep, config: ShipsDatasetConfig
 ) -> HeadScores:
-    angles = swept.angles(config.rank)  # [n_heads_swept, rank]
+    angles = swept.angles(config.rank, config.space)  # [n_heads_swept, rank]
     extras: dict[str, Any] = {}
     if config.all_angles:
         extras["angles"] = np.where(np.isnan(g := _grid(model, swept.groups, angles)), None, g).tolist()
@@ -246,7 +282,9 @@ def ships_dataset_from_sweep(
         metric="ships-dataset",
         model=model.name,
         config=config.to_dict(),
-        provenance=_provenance(prompts, batch, model, swept.seconds, ablation=config.ablation, eps=config.eps),
+        provenance=_provenance(
+            prompts, batch, model, swept.seconds, ablation=config.ablation, eps=config.eps, space=config.space
+        ),
         extras=extras,
     )
 
@@ -268,8 +306,8 @@ def ships(model: LoadedModel, prompts: Sequence[str], config: ShipsConfig, progr
 @register_metric(
     "ships-dataset",
     ShipsDatasetConfig,
-    "Dataset-level Ships: principal angle (degrees) between the top-r right singular subspaces of the stacked "
-    "last-token hidden states, base vs head ablated",
+    "Dataset-level Ships: angle (degrees) between the top-r singular subspaces of the stacked last-token hidden "
+    "states, base vs head ablated (space=prompt: left singular vectors, as released; model: right)",
 )
 def ships_dataset(
     model: LoadedModel, prompts: Sequence[str], config: ShipsDatasetConfig, progress: Progress = True
@@ -329,7 +367,7 @@ def sahara(
     elif first_step.metric != "ships-dataset" or first_step.scores.shape != (model.n_layers, model.n_heads):
         raise InterpError("first_step must be a ships-dataset result for this model.")
     else:
-        keys = ("ablation", "eps", "rank", "template")
+        keys = ("ablation", "eps", "rank", "space", "template")
         differ = [k for k in keys if first_step.config.get(k) != getattr(config, k)]
         if differ:
             raise InterpError(f"first_step was computed with other settings ({', '.join(differ)}) than this search.")
@@ -345,7 +383,7 @@ def sahara(
     for step in range(2, config.steps + 1):
         tried = [h for h in pool if h not in group]
         swept = safety_sweep(model, batch, groups=[(*group, h) for h in tried], **opts)
-        angles = swept.angles(config.rank)[:, 0]
+        angles = swept.angles(config.rank, config.space)[:, 0]
         pick = _best(angles)
         group.append(tried[pick])
         scores = {h.label: float(a) for h, a in zip(tried, angles, strict=True)}
@@ -356,7 +394,9 @@ def sahara(
         metric="sahara",
         model=model.name,
         config=config.to_dict(),
-        provenance=_provenance(prompts, batch, model, total, ablation=config.ablation, eps=config.eps),
+        provenance=_provenance(
+            prompts, batch, model, total, ablation=config.ablation, eps=config.eps, space=config.space
+        ),
         extras={"group": [h.label for h in group], "steps": [s.to_dict() for s in steps]},
     )
 

@@ -42,6 +42,7 @@ from interp.lines.safety.asr import (
     write_rows,
 )
 from interp.lines.safety.metrics import (
+    RELEASED_EPS,
     SaharaConfig,
     safety_sweep,
     sahara,
@@ -65,7 +66,7 @@ class RunOptions:
     harmless: int = 100  # harmless prompts for the harmless-side cost
     template: str = "auto"  # auto (chat template if any) | chat | query | raw
     ablation: str = "query"
-    eps: float = 1e-8
+    eps: float = RELEASED_EPS
     steps: int = 3
     candidates: int | None = 8
     max_new_tokens: int = 64
