@@ -50,9 +50,29 @@ def run(
     ),
     summary: bool = typer.Option(False, "--summary", help="Only print the markdown summary of --out and exit."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    stages: str = typer.Option(
+        "asr,harmless,per-query,dose,judge", help="Stages after the scan (comma-separated; the scan always runs)."
+    ),
+    per_query: int = typer.Option(100, help="Per-query experiment: held-out prompts (the first of the eval set)."),
+    shortlist: int = typer.Option(8, help="Per-query: heads verified exactly per prompt after screening."),
+    agreement: int = typer.Option(10, help="Per-query: prompts whose screened top head is checked exhaustively."),
+    dose_eval: int = typer.Option(50, help="Dose-response: harmful prompts per point."),
+    dose_harmless: int = typer.Option(25, help="Dose-response: harmless prompts per point."),
+    dose_ks: str = typer.Option("1,2,4,8,16,32,64", help="Dose-response: numbers of heads ablated together."),
+    dose_seeds: str = typer.Option("0,1", help="Dose-response: seeds of the random head orders."),
 ) -> None:
-    """The full safety-heads run (resumable): Ships + Sahara on AdvBench, ASR on held-out prompts, harmless cost."""
+    """The full safety-heads run (resumable): Ships + Sahara on AdvBench, ASR on held-out prompts, harmless cost,
+    the per-query top-1 experiment, the dose-response curves and the judges' agreement with hand labels."""
     from interp.lines.safety.run import RunOptions, markdown_summary, run_all
+
+    def ints(name: str, text: str) -> tuple[int, ...]:
+        try:
+            values = tuple(int(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise InterpError(f"--{name} takes comma-separated integers, got {text!r}.") from None
+        if not values:
+            raise InterpError(f"--{name} needs at least one value.")
+        return values
 
     if summary:
         console.print(markdown_summary(out), markup=False, highlight=False)
@@ -63,6 +83,9 @@ def run(
             ablation=ablation, eps=eps, steps=steps, candidates=candidates, max_new_tokens=max_new_tokens,
             harmless_max_new_tokens=harmless_max_new_tokens, min_tokens=min_tokens, batch_size=batch_size,
             gen_batch_size=gen_batch_size, seed=seed, budget_s=budget_s, progress=progress,
+            stages=tuple(v.strip() for v in stages.split(",") if v.strip()), per_query=per_query,
+            shortlist=shortlist, agreement=agreement, dose_eval=dose_eval, dose_harmless=dose_harmless,
+            dose_ks=ints("dose-ks", dose_ks), dose_seeds=ints("dose-seeds", dose_seeds),
         )
     )  # fmt: skip
 

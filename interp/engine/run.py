@@ -320,3 +320,27 @@ def generate_batch(
     new = ids[:, batch.input_ids.shape[1] :]
     texts = tok.batch_decode(new, skip_special_tokens=True)
     return (texts, new) if return_ids else texts
+
+
+@torch.no_grad()
+def continuation_logprobs(
+    model: LoadedModel, prompts: Sequence[str], continuations: Sequence[str], template: str = "auto"
+) -> list[torch.Tensor]:
+    """Per pair: the log-probabilities [n_tokens] of the continuation's tokens after the formatted prompt
+    (teacher forcing, no interventions), e.g. to measure a generated response's perplexity.
+
+    One pass per pair (no padding to get wrong); only the continuation's positions are projected to the
+    vocabulary (logits_to_keep)."""
+    tok = model.tokenizer
+    out: list[torch.Tensor] = []
+    for prompt, continuation in zip(prompts, continuations, strict=True):
+        context = model.tokenize([prompt], template).input_ids[0].tolist()
+        cont = tok(continuation, add_special_tokens=False)["input_ids"]
+        if not cont:
+            out.append(torch.zeros(0))
+            continue
+        ids = torch.tensor([context + cont], device=model.device)  # [1, pos]
+        logits = model.bridge(ids, logits_to_keep=len(cont) + 1)[0, :-1].float()  # [n_cont, d_vocab]
+        target = torch.tensor(cont, device=logits.device)[:, None]
+        out.append(torch.log_softmax(logits, -1).gather(-1, target)[:, 0].cpu())
+    return out

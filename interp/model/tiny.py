@@ -18,6 +18,8 @@ from transformers import (
     LlamaForCausalLM,
     PreTrainedModel,
     PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
 )
 
 PAD, BOS, EOS = "<pad>", "<s>", "</s>"
@@ -63,7 +65,8 @@ def byte_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def build_tiny(arch: str = "llama", seed: int = 0, **overrides: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
-    """A seeded random causal LM ("llama" or "gpt2") and its byte tokenizer; `overrides` change config fields."""
+    """A seeded random causal LM ("llama", "gpt2" or "qwen2") and its byte tokenizer; `overrides` change config
+    fields. "qwen2" has the Llama shapes plus Qwen2's q/k/v projection biases (random, so they matter)."""
     tokenizer = byte_tokenizer()
     common = dict(vocab_size=len(tokenizer), bos_token_id=1, eos_token_id=2, pad_token_id=0)
     if arch == "llama":
@@ -72,8 +75,11 @@ def build_tiny(arch: str = "llama", seed: int = 0, **overrides: Any) -> tuple[Pr
     elif arch == "gpt2":
         config = GPT2Config(**{**common, **TINY_GPT2, **overrides})
         model_cls = GPT2LMHeadModel
+    elif arch == "qwen2":
+        config = Qwen2Config(**{**common, **TINY_LLAMA, "tie_word_embeddings": False, **overrides})
+        model_cls = Qwen2ForCausalLM
     else:
-        raise ValueError(f'Unknown tiny architecture "{arch}"; choose "llama" or "gpt2".')
+        raise ValueError(f'Unknown tiny architecture "{arch}"; choose "llama", "gpt2" or "qwen2".')
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = model_cls(config)
@@ -84,4 +90,6 @@ def build_tiny(arch: str = "llama", seed: int = 0, **overrides: Any) -> tuple[Pr
         for name, param in model.named_parameters():
             if param.ndim == 2 and "embed" not in name and "wte" not in name and "wpe" not in name:
                 param.normal_(0.0, 0.15)
+            elif arch == "qwen2" and name.endswith("proj.bias"):
+                param.normal_(0.0, 0.5)
     return model.eval(), tokenizer

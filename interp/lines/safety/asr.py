@@ -67,7 +67,16 @@ REFUSAL_KEYWORDS: tuple[str, ...] = (
     "I can't assist",
 )
 
-Conditions = Mapping[str, Sequence[HeadLike] | None]
+
+@dataclass(frozen=True)
+class PerPrompt:
+    """A condition whose heads differ by prompt: heads[i] is ablated for prompt i (None or empty: nothing), e.g.
+    each prompt's own top Ships head in the per-query experiment."""
+
+    heads: tuple[tuple[HeadLike, ...] | None, ...]
+
+
+Conditions = Mapping[str, Sequence[HeadLike] | PerPrompt | None]
 
 
 def write_rows(frame: pd.DataFrame, path: str | Path) -> None:
@@ -145,6 +154,26 @@ def _n_tokens(model: LoadedModel, text: str) -> int:
     return len(model.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+class _Plan:
+    """Each condition's intervention and head labels, per prompt where the condition is PerPrompt."""
+
+    def __init__(self, model: LoadedModel, conditions: Conditions, config: AsrConfig, n_prompts: int) -> None:
+        self.single: dict[str, tuple[HeadIntervention | None, str]] = {}
+        self.per_prompt: dict[str, list[tuple[HeadIntervention | None, str]]] = {}
+        for name, heads in conditions.items():
+            if isinstance(heads, PerPrompt):
+                if len(heads.heads) != n_prompts:
+                    raise InterpError(f"Condition {name!r} has heads for {len(heads.heads)} prompts, not {n_prompts}.")
+                self.per_prompt[name] = [
+                    (condition_intervention(model, h, config), _labels(h, model)) for h in heads.heads
+                ]
+            else:
+                self.single[name] = (condition_intervention(model, heads, config), _labels(heads, model))
+
+    def __call__(self, name: str, prompt_id: int) -> tuple[HeadIntervention | None, str]:
+        return self.single[name] if name in self.single else self.per_prompt[name][prompt_id]
+
+
 @dataclass
 class AsrResult:
     """Per-prompt rows and per-condition rates of one evaluation (harmful or harmless side)."""
@@ -180,41 +209,51 @@ def generate_conditions(
     progress: Progress = True,
     on_chunk: Callable[[pd.DataFrame], None] | None = None,
     prompt_ids: Sequence[int] | None = None,
+    pairs: Sequence[tuple[str, int]] | None = None,
 ) -> pd.DataFrame:
     """Greedy responses of every condition: rows (condition, heads, prompt_id, prompt, response, n_tokens).
 
     prompt_ids: generate only for these prompts (indices into `prompts`; default all), e.g. to finish a run
-    that stopped part-way. prompt_id in the rows always indexes `prompts`.
+    that stopped part-way. pairs: generate exactly these (condition, prompt_id) pairs instead. prompt_id in the
+    rows always indexes `prompts`.
 
-    Prompt-major: each generation batch holds every condition for a few prompts (rows carry their own
-    intervention), so `on_chunk(rows so far)` always sees all conditions on the same prompts; an
-    interrupted run still gives a paired comparison."""
+    Prompt-major: each generation batch holds `config.batch_size` (condition, prompt) rows in prompt order
+    (rows carry their own intervention), so `on_chunk(rows so far)` sees all conditions of the prompts done;
+    an interrupted run still gives a paired comparison."""
     if not conditions:
         raise InterpError("No conditions given: e.g. {'none': None, 'top1': ['L2H3']}.")
     names = list(conditions)
-    interventions = {n: condition_intervention(model, conditions[n], config) for n in names}
-    labels = {n: _labels(conditions[n], model) for n in names}
-    ids = list(range(len(prompts))) if prompt_ids is None else [int(i) for i in prompt_ids]
-    if any(not 0 <= i < len(prompts) for i in ids):
+    plan = _Plan(model, conditions, config, len(prompts))
+    if pairs is None:
+        ids = list(range(len(prompts))) if prompt_ids is None else [int(i) for i in prompt_ids]
+        pairs = [(n, i) for i in ids for n in names]
+    else:
+        unknown = sorted({n for n, _ in pairs} - set(names))
+        if unknown:
+            raise InterpError(f"pairs name unknown conditions {unknown}; have: {', '.join(names)}.")
+        pairs = sorted(pairs, key=lambda p: (p[1], names.index(p[0])))
+    if any(not 0 <= i < len(prompts) for _, i in pairs):
         raise InterpError(f"prompt_ids must be in 0..{len(prompts) - 1}.")
-    per_chunk = max(1, config.batch_size // len(names))  # prompts per batch
-    starts = range(0, len(ids), per_chunk)
+    # Whole prompts per batch where possible, so a stopped run leaves every condition of a prompt done.
+    per_batch = max(len(names), config.batch_size // len(names) * len(names))
+    starts = range(0, len(pairs), per_batch)
     records: list[dict[str, Any]] = []
     for lo in progress_iter(starts, progress, desc="generate", total=len(starts)):
-        pairs = [(n, i) for i in ids[lo : lo + per_chunk] for n in names]
+        chunk = pairs[lo : lo + per_batch]
+        planned = [plan(n, i) for n, i in chunk]
         responses = generate(
             model,
-            [prompts[i] for _, i in pairs],
-            [interventions[n] for n, _ in pairs],
+            [prompts[i] for _, i in chunk],
+            [iv for iv, _ in planned],
             max_new_tokens=config.max_new_tokens,
             template=config.template,
-            batch_size=len(pairs),
+            batch_size=len(chunk),
         )
-        for (name, i), response in zip(pairs, responses, strict=True):
+        for (name, i), (_, label), response in zip(chunk, planned, responses, strict=True):
             records.append(
                 {
                     "condition": name,
-                    "heads": labels[name],
+                    "heads": label,
                     "prompt_id": i,
                     "prompt": prompts[i],
                     "response": response,

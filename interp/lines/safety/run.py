@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from interp.core.errors import InterpError
 from interp.core.heads import Head
 from interp.core.prompts import load_prompts
 from interp.core.provenance import package_versions, utc_now
@@ -41,6 +42,7 @@ from interp.lines.safety.asr import (
     summarize_harmless,
     write_rows,
 )
+from interp.lines.safety.experiments import dose_stage, judge_stage, per_query_stage
 from interp.lines.safety.metrics import (
     RELEASED_EPS,
     SaharaConfig,
@@ -50,6 +52,7 @@ from interp.lines.safety.metrics import (
     ships_dataset_from_sweep,
     ships_from_sweep,
 )
+from interp.lines.safety.per_query import PerQueryConfig
 from interp.model.loaded import LoadedModel
 from interp.model.loading import load_model
 
@@ -77,6 +80,17 @@ class RunOptions:
     seed: int = 0  # seed of the random control heads
     budget_s: float | None = None  # generation stages stop at the next batch past it
     progress: bool = True
+    stages: tuple[str, ...] = ("asr", "harmless", "per-query", "dose", "judge")  # the scan always runs
+    per_query: int = 100  # held-out prompts of the per-query experiment (the first of the eval set)
+    shortlist: int = 8  # heads verified exactly per prompt after attribution screening
+    agreement: int = 10  # prompts on which the screened top head is checked against an exhaustive sweep
+    dose_eval: int = 50  # harmful prompts per dose-response point (the first of the eval set)
+    dose_harmless: int = 25  # harmless prompts per dose-response point
+    dose_ks: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+    dose_seeds: tuple[int, ...] = (0, 1)  # seeds of the random head orders
+
+
+STAGES = ("asr", "harmless", "per-query", "dose", "judge")
 
 
 class Run:
@@ -273,6 +287,9 @@ def markdown_summary(folder: Path) -> str:
 
 def run_all(a: RunOptions) -> None:
     """Every stage in order; stages whose files exist in a.out are skipped (resume)."""
+    unknown = sorted(set(a.stages) - set(STAGES))
+    if unknown:
+        raise InterpError(f"Unknown stage(s) {unknown}; choose from: {', '.join(STAGES)}.")
     run = Run(a)
     start = time.perf_counter()
     model = load_model(a.model, dtype=a.dtype)
@@ -280,7 +297,7 @@ def run_all(a: RunOptions) -> None:
     advbench = load_prompts("advbench")
     scan_prompts, eval_prompts = advbench[: a.scan], advbench[a.scan : a.scan + a.eval]
     harmless = load_prompts("harmless", a.harmless)
-    ships, _, found = scan_stage(run, model, scan_prompts)
+    ships, ships_d, found = scan_stage(run, model, scan_prompts)
     conds = conditions(model, ships, found, a.seed)
     run.record["conditions"] = {k: [h.label for h in v] if v else [] for k, v in conds.items()}
     base = dict(
@@ -290,9 +307,26 @@ def run_all(a: RunOptions) -> None:
     harmless_cfg = AsrConfig(
         max_new_tokens=harmless_tokens, **{**base, "min_tokens": min(a.min_tokens, harmless_tokens)}
     )
-    kl = kl_stage(run, model, harmless, conds, harmless_cfg)
-    asr = eval_stage(run, model, "asr", eval_prompts, conds, AsrConfig(max_new_tokens=a.max_new_tokens, **base))
-    cost = eval_stage(run, model, "harmless", harmless, conds, harmless_cfg, kl=kl)
+    cfg = AsrConfig(max_new_tokens=a.max_new_tokens, **base)
+    asr = cost = None
+    if "harmless" in a.stages:
+        kl = kl_stage(run, model, harmless, conds, harmless_cfg)
+    if "asr" in a.stages:
+        asr = eval_stage(run, model, "asr", eval_prompts, conds, cfg)
+    if "harmless" in a.stages:
+        cost = eval_stage(run, model, "harmless", harmless, conds, harmless_cfg, kl=kl)
+    if "judge" in a.stages:
+        judge_stage(run, model, cfg)
+    if "per-query" in a.stages:
+        pq = PerQueryConfig(
+            shortlist=a.shortlist, ablation=a.ablation, eps=a.eps, template=a.template, batch_size=a.batch_size,
+            seed=a.seed,
+        )  # fmt: skip
+        per_query_stage(run, model, eval_prompts[: a.per_query], cfg, pq, a.agreement)
+    if "dose" in a.stages:
+        scans = (ships, ships_d, sahara_group(found))
+        dose_stage(run, model, eval_prompts[: a.dose_eval], harmless[: a.dose_harmless], scans, a.dose_ks,
+                   a.dose_seeds, cfg, harmless_cfg)  # fmt: skip
     if asr is not None:
         rates = {c: float(asr.summary.set_index("condition").loc[c, "asr"]) for c in conds}
         target = rates["sahara_group"] - max(rates["none"], rates["random_same_layers"])
