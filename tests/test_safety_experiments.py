@@ -275,3 +275,14 @@ def test_full_run_with_the_paper_experiments_on_tiny(tmp_path):
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     assert (out / "dose_rows.csv").read_text() == before
+
+
+def test_agreement_with_a_recorded_exhaustive_ships_result(tiny_llama):
+    from interp.lines.safety.metrics import ShipsConfig, ships
+    from interp.lines.safety.per_query import agreement_with_recorded
+
+    recorded = ships(tiny_llama, PROMPTS, ShipsConfig(eps=1e-8), progress=False)
+    full = agreement_with_recorded(tiny_llama, recorded, PROMPTS, PerQueryConfig(shortlist=12, eps=1e-8), False)
+    assert full["screened_equals_exhaustive"] == 1.0 and full["prompts"] == len(PROMPTS)
+    exhaustive = per_query_heads(tiny_llama, PROMPTS, PerQueryConfig(eps=1e-8), exhaustive=True, progress=False)
+    assert full["exhaustive"] == list(exhaustive["head"])

@@ -47,27 +47,37 @@ class BudgetSpent(Exception):
 
 def generate_resumable(
     run: Run, model: LoadedModel, name: str, prompts: Sequence[str], conds: Conditions, cfg: AsrConfig
-) -> pd.DataFrame | None:
-    """All (condition, prompt) responses of a stage, generating only the pairs {name}_rows.csv lacks.
-    None when the time budget stopped the stage (the rows so far are kept for the next run)."""
+) -> tuple[pd.DataFrame, bool]:
+    """The (condition, prompt) responses of a stage, generating only the pairs {name}_rows.csv lacks, and whether
+    every pair is done. Past the run's --budget-s the stage stops after a batch and returns the prompts that have
+    every condition (generation is prompt-major, so that is all but the last few); a rerun continues."""
     path = run.out / f"{name}_rows.csv"
     earlier = read_rows(path)[ROW_COLUMNS] if path.is_file() else pd.DataFrame(columns=ROW_COLUMNS)
     have = set(zip(earlier["condition"], earlier["prompt_id"].astype(int), strict=True))
     todo = [(c, i) for i in range(len(prompts)) for c in conds if (c, i) not in have]
-    if not todo:
-        return earlier
-    print(f"[{name}] {len(have)} responses on file, {len(todo)} to generate", flush=True)
+    rows = earlier
+    if todo and not run.over_budget():
+        print(f"[{name}] {len(have)} responses on file, {len(todo)} to generate", flush=True)
 
-    def save(rows: pd.DataFrame) -> None:
-        write_rows(pd.concat([earlier, rows], ignore_index=True), path)
-        if run.over_budget():
-            raise BudgetSpent
+        def save(new: pd.DataFrame) -> None:
+            write_rows(pd.concat([earlier, new], ignore_index=True), path)
+            if run.over_budget():
+                raise BudgetSpent
 
-    try:
-        rows = generate_conditions(model, prompts, conds, cfg, run.args.progress, on_chunk=save, pairs=todo)
-    except BudgetSpent:
-        return None
-    return pd.concat([earlier, rows], ignore_index=True)
+        try:
+            rows = pd.concat(
+                [
+                    earlier,
+                    generate_conditions(model, prompts, conds, cfg, run.args.progress, on_chunk=save, pairs=todo),
+                ],
+                ignore_index=True,
+            )
+        except BudgetSpent:
+            rows = read_rows(path)[ROW_COLUMNS]
+    counts = rows.groupby("prompt_id")["condition"].nunique()
+    whole = set(counts[counts == len(conds)].index)
+    complete = len(whole) == len(prompts)
+    return rows[rows["prompt_id"].isin(whole)].reset_index(drop=True), complete
 
 
 def judged(
@@ -76,6 +86,8 @@ def judged(
     """The rows with every judge's verdict (cached in {name}_judged.csv; only new rows are judged)."""
     path = run.out / f"{name}_judged.csv"
     key = ["condition", "prompt_id"]
+    if rows.empty:
+        return rows
     done = read_rows(path) if path.is_file() else None
     fresh = (
         rows
@@ -141,11 +153,11 @@ def per_query_stage(
     rand = PerPrompt(tuple((parse_head(h),) for h in heads["random_head"]))
     conds: dict[str, Any] = {"none": None, "own_top1": own, "random_same_layer": rand}
     start = time.perf_counter()
-    rows = generate_resumable(run, model, "per_query", prompts, conds, cfg)
-    if rows is None:
-        run.done("per_query_generate", time.perf_counter() - start, complete=False)
+    rows, complete = generate_resumable(run, model, "per_query", prompts, conds, cfg)
+    n_done = int(rows["prompt_id"].nunique())
+    run.done("per_query_generate", time.perf_counter() - start, complete=complete, prompts=n_done, of=len(prompts))
+    if rows.empty:
         return None
-    run.done("per_query_generate", time.perf_counter() - start, complete=True, rows=len(rows))
     start = time.perf_counter()
     verdicts = judged(run, model, "per_query", rows, cfg)
     summary = _rates(verdicts)
@@ -156,7 +168,12 @@ def per_query_stage(
         for col in rates.columns
         if col.startswith("asr_") and not col.endswith(("_lo", "_hi"))
     }
-    run.record["per_query"] = {"summary": summary.to_dict("records"), "own_minus_best_control": target}
+    run.record["per_query"] = {
+        "summary": summary.to_dict("records"),
+        "own_minus_best_control": target,
+        "prompts": n_done,
+        "complete": complete,
+    }
     run.done("per_query_judge", time.perf_counter() - start, own_minus_best_control=target)
     return summary
 
@@ -190,17 +207,20 @@ def dose_stage(
         pd.DataFrame({"prompt": list(harmless), **kl}).to_csv(kl_path, index=False)
         run.done("dose_kl", time.perf_counter() - start, conditions=len(conds))
     start = time.perf_counter()
-    rows = generate_resumable(run, model, "dose", harmful, conds, cfg)
-    side = generate_resumable(run, model, "dose_harmless", harmless, conds, harmless_cfg) if rows is not None else None
-    run.done("dose_generate", time.perf_counter() - start, complete=side is not None)
-    if rows is None or side is None:
+    # Harmless side first (shorter), so a stage stopped by the budget still has the cost of every condition.
+    side, side_complete = generate_resumable(run, model, "dose_harmless", harmless, conds, harmless_cfg)
+    rows, complete = generate_resumable(run, model, "dose", harmful, conds, cfg)
+    n_done = int(rows["prompt_id"].nunique())
+    run.done("dose_generate", time.perf_counter() - start, complete=complete and side_complete, prompts=n_done,
+             of=len(harmful), harmless_prompts=int(side["prompt_id"].nunique()))  # fmt: skip
+    if rows.empty:
         return None
     start = time.perf_counter()
     verdicts = judged(run, model, "dose", rows, cfg)
-    side_verdicts = judged(run, model, "dose_harmless", side, harmless_cfg, use_llm=False)
+    side_verdicts = judged(run, model, "dose_harmless", side, harmless_cfg, use_llm=False) if len(side) else None
     summary = dose.summarize(verdicts, side_verdicts, kl)
     write_rows(summary, out / "dose_summary.csv")
-    title = f"{model.name}: heads ablated together ({cfg.template} template, {len(harmful)} harmful prompts)"
+    title = f"{model.name}: heads ablated together ({cfg.template} template, {n_done} harmful prompts)"
     dose.figure(summary, title).write_html(out / "dose_response.html", include_plotlyjs=True)
     dose.figure_png(summary, title, out / "dose_response.png")
     smallest = {
@@ -209,6 +229,7 @@ def dose_stage(
         if col in summary
     }
     run.record["dose_smallest_k"] = smallest
+    run.record["dose"] = {"prompts": n_done, "of": len(harmful), "complete": complete and side_complete}
     run.done("dose_judge", time.perf_counter() - start, smallest_k=smallest)
     return summary
 

@@ -25,6 +25,7 @@ from interp.core.config import Config, TemplateName, positive
 from interp.core.errors import InterpError
 from interp.core.heads import Head
 from interp.core.progress import Progress, progress_iter
+from interp.core.results import HeadScores
 from interp.engine.attribution import attribute
 from interp.engine.sweep import kl_per_prompt, sweep
 from interp.lines.safety.metrics import RELEASED_EPS, Ablation, ablation_kind
@@ -155,3 +156,27 @@ def agreement_rate(screened: pd.DataFrame, exhaustive: pd.DataFrame) -> float:
     if merged.empty:
         raise InterpError("No prompts in common between the screened and the exhaustive results.")
     return float((merged["head_screened"] == merged["head_exhaustive"]).mean())
+
+
+def agreement_with_recorded(
+    model: LoadedModel, ships: HeadScores, prompts: Sequence[str], config: PerQueryConfig, progress: Progress = True
+) -> dict:
+    """Screen-and-verify on the prompts of a recorded exhaustive `ships` result (its per_prompt [P, L, H] holds
+    every head's exact KL on each prompt), and compare each prompt's verified top head with the exhaustive argmax.
+    Use the recorded result's eps and template in `config`, so both sides score the same ablation."""
+    if ships.per_prompt is None or ships.per_prompt.shape[0] != len(prompts):
+        raise InterpError("The ships result needs per-prompt scores for exactly these prompts.")
+    heads = list(model.heads())
+    exhaustive = [heads[int(np.nanargmax(p.ravel()))].label for p in ships.per_prompt]
+    screened = per_query_heads(model, prompts, config, progress=progress)
+    same = [a == b for a, b in zip(screened["head"], exhaustive, strict=True)]
+    return {
+        "prompts": len(prompts),
+        "screened_equals_exhaustive": float(np.mean(same)),
+        "screened": list(screened["head"]),
+        "exhaustive": exhaustive,
+        "shortlist": config.shortlist,
+        "eps": config.eps,
+        "template": config.template,
+        "seconds": round(screened.attrs["seconds"], 1),
+    }

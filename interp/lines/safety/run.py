@@ -282,6 +282,28 @@ def markdown_summary(folder: Path) -> str:
             lines.append("")
     if "target" in record:
         lines.append(f"Target: {record['target']}")
+    for name, title in (("per_query_summary", "Per-query top-1 ablation"), ("dose_summary", "Dose-response")):
+        path = folder / f"{name}.csv"
+        if path.is_file():
+            frame = pd.read_csv(path).fillna("")
+            keep = [c for c in frame.columns if not c.endswith(("_lo", "_hi"))]
+            lines += [f"{title}:", "", "| " + " | ".join(keep) + " |", "|" + "---|" * len(keep)]
+            lines += ["| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row) + " |"
+                      for row in frame[keep].itertuples(index=False)]  # fmt: skip
+            lines.append("")
+    for key in ("per_query_agreement", "dose_smallest_k"):
+        if key in record:
+            lines.append(f"{key}: {record[key]}")
+    if (folder / "judge_agreement.json").is_file():
+        agreement = json.loads((folder / "judge_agreement.json").read_text())["agreement"]
+        lines += [
+            "",
+            "Judge agreement with the hand labels:",
+            "",
+            "| judge | accuracy | kappa | n |",
+            "|---|---|---|---|",
+        ]
+        lines += [f"| {k} | {v['accuracy']:.3f} | {v['kappa']:.3f} | {v['n']} |" for k, v in agreement.items()]
     return "\n".join(lines)
 
 
@@ -309,24 +331,24 @@ def run_all(a: RunOptions) -> None:
     )
     cfg = AsrConfig(max_new_tokens=a.max_new_tokens, **base)
     asr = cost = None
-    if "harmless" in a.stages:
-        kl = kl_stage(run, model, harmless, conds, harmless_cfg)
-    if "asr" in a.stages:
-        asr = eval_stage(run, model, "asr", eval_prompts, conds, cfg)
-    if "harmless" in a.stages:
-        cost = eval_stage(run, model, "harmless", harmless, conds, harmless_cfg, kl=kl)
-    if "judge" in a.stages:
-        judge_stage(run, model, cfg)
-    if "per-query" in a.stages:
-        pq = PerQueryConfig(
-            shortlist=a.shortlist, ablation=a.ablation, eps=a.eps, template=a.template, batch_size=a.batch_size,
-            seed=a.seed,
-        )  # fmt: skip
-        per_query_stage(run, model, eval_prompts[: a.per_query], cfg, pq, a.agreement)
-    if "dose" in a.stages:
-        scans = (ships, ships_d, sahara_group(found))
-        dose_stage(run, model, eval_prompts[: a.dose_eval], harmless[: a.dose_harmless], scans, a.dose_ks,
-                   a.dose_seeds, cfg, harmless_cfg)  # fmt: skip
+    for stage in a.stages:  # in the order given
+        if stage == "asr":
+            asr = eval_stage(run, model, "asr", eval_prompts, conds, cfg)
+        elif stage == "harmless":
+            kl = kl_stage(run, model, harmless, conds, harmless_cfg)
+            cost = eval_stage(run, model, "harmless", harmless, conds, harmless_cfg, kl=kl)
+        elif stage == "judge":
+            judge_stage(run, model, cfg)
+        elif stage == "per-query":
+            pq = PerQueryConfig(
+                shortlist=a.shortlist, ablation=a.ablation, eps=a.eps, template=a.template, batch_size=a.batch_size,
+                seed=a.seed,
+            )  # fmt: skip
+            per_query_stage(run, model, eval_prompts[: a.per_query], cfg, pq, a.agreement)
+        elif stage == "dose":
+            scans = (ships, ships_d, sahara_group(found))
+            dose_stage(run, model, eval_prompts[: a.dose_eval], harmless[: a.dose_harmless], scans, a.dose_ks,
+                       a.dose_seeds, cfg, harmless_cfg)  # fmt: skip
     if asr is not None:
         rates = {c: float(asr.summary.set_index("condition").loc[c, "asr"]) for c in conds}
         target = rates["sahara_group"] - max(rates["none"], rates["random_same_layers"])
