@@ -55,6 +55,7 @@ def run(
     ),
     per_query: int = typer.Option(100, help="Per-query experiment: held-out prompts (the first of the eval set)."),
     shortlist: int = typer.Option(8, help="Per-query: heads verified exactly per prompt after screening."),
+    screen: str = typer.Option("logprob", help="Per-query screening: logprob | kl (attribution) | prior (scan's top)."),
     agreement: int = typer.Option(10, help="Per-query: prompts whose screened top head is checked exhaustively."),
     dose_eval: int = typer.Option(50, help="Dose-response: harmful prompts per point."),
     dose_harmless: int = typer.Option(25, help="Dose-response: harmless prompts per point."),
@@ -84,7 +85,7 @@ def run(
             harmless_max_new_tokens=harmless_max_new_tokens, min_tokens=min_tokens, batch_size=batch_size,
             gen_batch_size=gen_batch_size, seed=seed, budget_s=budget_s, progress=progress,
             stages=tuple(v.strip() for v in stages.split(",") if v.strip()), per_query=per_query,
-            shortlist=shortlist, agreement=agreement, dose_eval=dose_eval, dose_harmless=dose_harmless,
+            shortlist=shortlist, screen=screen, agreement=agreement, dose_eval=dose_eval, dose_harmless=dose_harmless,
             dose_ks=ints("dose-ks", dose_ks), dose_seeds=ints("dose-seeds", dose_seeds),
         )
     )  # fmt: skip

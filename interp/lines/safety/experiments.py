@@ -130,7 +130,13 @@ def _rates(frame: pd.DataFrame) -> pd.DataFrame:
 # Per-query top-1 ablation
 # ---------------------------------------------------------------------------------------------------------
 def per_query_stage(
-    run: Run, model: LoadedModel, prompts: Sequence[str], cfg: AsrConfig, pq: PerQueryConfig, agreement_prompts: int
+    run: Run,
+    model: LoadedModel,
+    prompts: Sequence[str],
+    cfg: AsrConfig,
+    pq: PerQueryConfig,
+    agreement_prompts: int,
+    prior: HeadScores | None = None,
 ) -> pd.DataFrame | None:
     out, a = run.out, run.args
     heads_path, exh_path = out / "per_query_heads.csv", out / "per_query_exhaustive.csv"
@@ -138,7 +144,7 @@ def per_query_stage(
         heads = read_rows(heads_path)
     else:
         start = time.perf_counter()
-        heads = per_query_heads(model, prompts, pq, progress=a.progress)
+        heads = per_query_heads(model, prompts, pq, prior=prior, progress=a.progress)
         write_rows(heads, heads_path)
         run.done("per_query_heads", time.perf_counter() - start, screen_seconds=round(heads.attrs["screen_seconds"], 1),
                  prompts=len(prompts), shortlist=pq.shortlist)  # fmt: skip

@@ -6,9 +6,10 @@ prompt) from the same layer as q's top head. (Released code: lib/SHIPS/get_ships
 and `ships_generate` ablates the first `mask_num` = 1 of them.)
 
 Exhaustive per-prompt scoring costs a full sweep per prompt (n_heads rows). `per_query_heads` screens instead:
-attribution (interp.engine.attribution, the second-order Fisher estimate of the KL; one forward and a few
-backward passes for all heads) ranks every head per prompt, and the exact sweep verifies only a shortlist of
-the `shortlist` best estimates per prompt; the verified argmax is the prompt's head. `exhaustive=True`
+attribution (interp.engine.attribution; by default the first-order change of the top-1 token's log-probability,
+one forward and one backward pass for all heads; optionally the second-order Fisher estimate of the KL itself)
+ranks every head per prompt, and the exact sweep verifies only a shortlist of the `shortlist` best estimates per
+prompt; the verified argmax (by exact Ships KL) is the prompt's head. `exhaustive=True`
 computes the exact argmax over every head instead, so the two can be compared (`agreement_rate`).
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -36,6 +38,12 @@ from interp.model.loaded import LoadedModel
 class PerQueryConfig(Config):
     shortlist: int = 8
     """Heads per prompt verified exactly after attribution screening."""
+    screen: Literal["logprob", "kl", "prior"] = "logprob"
+    """What ranks the heads before verification: attribution, "logprob" (first order: |change of log p(top-1
+    token)|, one backward pass) or "kl" (the second-order Fisher estimate of Ships itself); or "prior": the
+    `shortlist` heads with the highest mean Ships of a scan on other prompts (`prior=`), no backward pass at all.
+    (Backward passes in bfloat16 are very slow on this CPU: over 5 minutes for one 4-prompt chunk of the 0.5B
+    testbed under load, so the recorded bfloat16 runs use "prior".)"""
     ablation: Ablation = "query"
     eps: float = RELEASED_EPS
     template: TemplateName = "auto"
@@ -86,6 +94,7 @@ def per_query_heads(
     config: PerQueryConfig | None = None,
     *,
     exhaustive: bool = False,
+    prior: HeadScores | None = None,
     progress: Progress = True,
 ) -> pd.DataFrame:
     """One row per prompt: its top-1 head (`head`), that head's exact Ships KL, the random same-layer control,
@@ -95,12 +104,16 @@ def per_query_heads(
     heads = list(model.heads())
     start = time.perf_counter()
     estimates = None
-    if not exhaustive:
+    if not exhaustive and config.screen == "prior":
+        if prior is None or prior.scores.shape != (model.n_layers, model.n_heads):
+            raise InterpError('screen="prior" needs prior=: a ships result of this model (the scan\'s ships.json).')
+        estimates = np.broadcast_to(np.nan_to_num(prior.scores, nan=-np.inf), (len(prompts), *prior.scores.shape))
+    elif not exhaustive:
         # [n_prompts, n_layers, n_heads]; uniform attribution is the eps -> 0 limit of the query route
         estimates = attribute(
             model,
             list(prompts),
-            metric="kl",
+            metric=config.screen,
             kind=kind,
             alpha=alpha,
             template=config.template,
@@ -127,7 +140,8 @@ def per_query_heads(
         if estimates is None:
             tried, kl = heads, np.asarray(every[:, i], dtype=float)
         else:
-            order = np.argsort(-estimates[i].ravel(), kind="stable")[: config.shortlist]
+            # |estimate|: the logprob screen is signed (a head can raise or lower the top token), KL is >= 0
+            order = np.argsort(-np.abs(estimates[i].ravel()), kind="stable")[: config.shortlist]
             tried = [heads[j] for j in order]
             kl = _exact_kl(model, prompts[i], tried, config)
         best = int(np.argmax(kl))

@@ -82,7 +82,8 @@ class RunOptions:
     progress: bool = True
     stages: tuple[str, ...] = ("asr", "harmless", "per-query", "dose", "judge")  # the scan always runs
     per_query: int = 100  # held-out prompts of the per-query experiment (the first of the eval set)
-    shortlist: int = 8  # heads verified exactly per prompt after attribution screening
+    shortlist: int = 8  # heads verified exactly per prompt after screening
+    screen: str = "logprob"  # logprob | kl (attribution) | prior (the scan's top mean-Ships heads)
     agreement: int = 10  # prompts on which the screened top head is checked against an exhaustive sweep
     dose_eval: int = 50  # harmful prompts per dose-response point (the first of the eval set)
     dose_harmless: int = 25  # harmless prompts per dose-response point
@@ -342,9 +343,9 @@ def run_all(a: RunOptions) -> None:
         elif stage == "per-query":
             pq = PerQueryConfig(
                 shortlist=a.shortlist, ablation=a.ablation, eps=a.eps, template=a.template, batch_size=a.batch_size,
-                seed=a.seed,
+                seed=a.seed, screen=a.screen,  # type: ignore[arg-type]
             )  # fmt: skip
-            per_query_stage(run, model, eval_prompts[: a.per_query], cfg, pq, a.agreement)
+            per_query_stage(run, model, eval_prompts[: a.per_query], cfg, pq, a.agreement, prior=ships)
         elif stage == "dose":
             scans = (ships, ships_d, sahara_group(found))
             dose_stage(run, model, eval_prompts[: a.dose_eval], harmless[: a.dose_harmless], scans, a.dose_ks,
