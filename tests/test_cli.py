@@ -1,4 +1,4 @@
-"""The command line on tiny models: output, files and one-line errors (exit status 2, no traceback)."""
+"""The command line on tiny models: output, files and one-line errors (exit status 1 or 2, no traceback)."""
 
 import json
 
@@ -82,21 +82,21 @@ def test_scan_jsonl_prompts_and_options(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["scan", "ablation-kll", "-m", "tiny-llama"], 'Did you mean "ablation-kl"'),
-        (["scan", "ablation-kl", "-m", "tiny-lama"], 'Did you mean "tiny-llama"'),
-        (["scan", "ablation-kl", "-m", "tiny-llama", "--set", "kind=shuffle"], "choose one of"),
-        (["scan", "ablation-kl", "-m", "tiny-llama", "--set", "colour=red"], "Unknown option"),
-        (["scan", "ablation-kl", "-m", "tiny-llama", "-p", "missing.txt"], "does not exist"),
-        (["ablate", "-m", "tiny-llama", "--heads", "L9H0", "--prompt", "hi"], "3 layers"),
-        (["ablate", "-m", "tiny-llama", "--heads", "L1X", "--prompt", "hi"], "L<layer>H<head>"),
-        (["ablate", "-m", "tiny-llama", "--heads", "L1H0", "--prompt", "  "], "empty"),
+    ("args", "status", "message"),
+    [  # status 2: the command line is wrong; 1: something it points at (a file, a model) is
+        (["scan", "ablation-kll", "-m", "tiny-llama"], 2, 'Did you mean "ablation-kl"'),
+        (["scan", "ablation-kl", "-m", "tiny-lama"], 2, 'Did you mean "tiny-llama"'),
+        (["scan", "ablation-kl", "-m", "tiny-llama", "--set", "kind=shuffle"], 2, "choose one of"),
+        (["scan", "ablation-kl", "-m", "tiny-llama", "--set", "colour=red"], 2, "Unknown option"),
+        (["scan", "ablation-kl", "-m", "tiny-llama", "-p", "missing.txt"], 1, "does not exist"),
+        (["ablate", "-m", "tiny-llama", "--heads", "L9H0", "--prompt", "hi"], 2, "3 layers"),
+        (["ablate", "-m", "tiny-llama", "--heads", "L1X", "--prompt", "hi"], 2, "L<layer>H<head>"),
+        (["ablate", "-m", "tiny-llama", "--heads", "L1H0", "--prompt", "  "], 1, "empty"),
     ],
 )
-def test_bad_input_gives_one_clear_line(args, message):
+def test_bad_input_gives_one_clear_line(args, status, message):
     code, out = run(*args)
-    assert code == 2
+    assert code == status
     assert message in out
     assert "Traceback" not in out
 
@@ -105,7 +105,7 @@ def test_empty_prompts_file_is_an_error(tmp_path):
     path = tmp_path / "empty.txt"
     path.write_text("# only a comment\n\n")
     code, out = run("scan", "ablation-kl", "-m", "tiny-llama", "-p", str(path))
-    assert code == 2 and "holds no prompts" in out
+    assert code == 1 and "holds no prompts" in out
 
 
 def test_show_and_corrupt_results(tmp_path, prompts_file):
@@ -117,7 +117,7 @@ def test_show_and_corrupt_results(tmp_path, prompts_file):
     bad = tmp_path / "bad.json"
     bad.write_text('{"metric": "ablation-kl", "scores": [[1, 2]')
     code, out = run("show", str(bad))
-    assert code == 2 and "corrupt" in out
+    assert code == 1 and "corrupt" in out
 
 
 def test_ablate_prints_both_generations(prompts_file):

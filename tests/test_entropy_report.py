@@ -116,11 +116,11 @@ def test_cli_scan_and_report(tmp_path) -> None:
 
 def test_cli_report_errors(tmp_path) -> None:
     res = runner.invoke(app, ["entropy", "report", str(tmp_path / "missing.json")])
-    assert res.exit_code == 2 and "does not exist" in res.output
+    assert res.exit_code == 1 and "does not exist" in res.output  # 1: a file problem, 2: a usage error
     bad = tmp_path / "kl.json"
     HeadScores(NORM, metric="ablation-kl", model="m").save(bad)
     res = runner.invoke(app, ["entropy", "report", str(bad)])
-    assert res.exit_code == 2 and 'metric "entropy"' in res.output
+    assert res.exit_code == 1 and 'metric "entropy"' in res.output
     good = tmp_path / "e.json"
     _result().save(good)
     res = runner.invoke(app, ["entropy", "report", str(good), "--collapse", "0.9"])

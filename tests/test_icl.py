@@ -368,7 +368,7 @@ def test_cli_train_analyze_lengths(tmp_path) -> None:
     res = runner.invoke(app, ["icl", "lengths", str(ckpt), "--lengths", "5,20", "--n", "128"])
     assert res.exit_code == 0 and "Test MSE vs prompt length" in res.output
     res = runner.invoke(app, ["icl", "analyze", str(tmp_path / "nope.pt")])
-    assert res.exit_code == 2 and "does not exist" in res.output
+    assert res.exit_code == 1 and "does not exist" in res.output  # 1: a file problem, 2: a usage error
     res = runner.invoke(app, ["icl", "train", "--out", str(tmp_path / "x.pt"), "--set", "lr=-1"])
     assert res.exit_code == 2 and "lr" in res.output
 

@@ -202,4 +202,4 @@ def test_cli_probe_and_scan_probe(tmp_path):
     assert scanned.metric == "probe-accuracy" and scanned.per_prompt.shape == (24, 3, 4)
     np.testing.assert_allclose(scanned.per_prompt.mean(0), scanned.scores)
     bad = runner.invoke(app, ["probe", "--labels", str(tmp_path / "nope.jsonl"), "--model", "tiny-gpt2"])
-    assert bad.exit_code == 2 and "does not exist" in bad.output
+    assert bad.exit_code == 1 and "does not exist" in bad.output  # 1: a file problem, 2: a usage error

@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import typer
 
-from interp.cli import console, friendly_errors, parse_options, print_table, print_top
-from interp.core.errors import InterpError
+from interp.cli import (
+    checked,
+    console,
+    friendly_errors,
+    parse_options,
+    print_table,
+    print_top,
+    run_child,
+    writable_file,
+    wrote,
+)
+from interp.core import validate
+from interp.core.errors import InterpError, UsageError
 
 VISION_PROMPTS = ["Describe the image."]
 
@@ -65,7 +75,9 @@ def scan(
     images: str | None = typer.Option(
         None, "--images", help='Vision metrics: a folder of images, an image file, or "scenes" (generated; default).'
     ),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Write the HeadScores JSON here."),
+    out: Path | None = checked(
+        typer.Option(None, "--out", "-o", help="Write the HeadScores JSON here."), writable_file(".json")
+    ),
     top: int = typer.Option(10, help="How many top heads to print."),
     limit: int | None = typer.Option(None, help="Use only the first N prompts."),
     options: list[str] = typer.Option([], "--set", "-s", help="Metric option key=value (repeatable)."),
@@ -83,15 +95,15 @@ def scan(
     settings = parse_options(options)
     if images is not None:
         if info.modality != "vision":
-            raise InterpError(f'--images is for vision metrics; "{metric}" reads text only.')
+            raise UsageError(f'--images is for vision metrics; "{metric}" reads text only.')
         settings["images"] = images
     if labels is not None:  # a shortcut for --set labels=FILE, for the metrics that take labelled prompts
         if "labels" not in info.config_cls.field_names():
-            raise InterpError(f'Metric "{metric}" takes no --labels; it reads its prompts from --prompts.')
+            raise UsageError(f'Metric "{metric}" takes no --labels; it reads its prompts from --prompts.')
         settings["labels"] = labels
     config = info.make_config(settings)  # bad options fail before the model loads
-    if out is not None and out.suffix.lower() != ".json":
-        raise InterpError(f"--out must be a .json path, got {out}.")
+    if prompt and prompts is not None:
+        raise UsageError("Give --prompt (one or more prompts) or --prompts (a file or set), not both.")
     if prompt:
         prompt_list = check_prompts(prompt)[:limit] if limit else check_prompts(prompt)
     elif prompts is None and info.modality == "vision":
@@ -101,29 +113,36 @@ def scan(
     loaded = load_model(model, device, dtype)
     check_applicable(info, loaded)
     result = info.fn(loaded, prompt_list, config, progress)
+    if out is not None:  # saved before anything is printed: a printing problem never loses the result
+        result.save(out)
     print_top(result, top)
     if out is not None:
-        result.save(out)
-        console.print(f"Wrote {out}")
+        wrote(out)
 
 
 def show(
     path: Path = typer.Argument(..., help="A HeadScores JSON file."),
     top: int = typer.Option(10, help="How many top heads to print."),
-    html: Path | None = typer.Option(None, help="Also write the heatmap as a standalone HTML file."),
-    csv: Path | None = typer.Option(None, help="Also write the long-form table as CSV."),
+    html: Path | None = checked(
+        typer.Option(None, help="Also write the heatmap as a standalone HTML file."), writable_file()
+    ),
+    csv: Path | None = checked(typer.Option(None, help="Also write the long-form table as CSV."), writable_file()),
 ) -> None:
     """Print the top heads of a saved result (and export its heatmap / table)."""
+    from interp.core.files import atomic_write
     from interp.core.results import HeadScores
 
     result = HeadScores.load(path)
-    print_top(result, top)
     if html is not None:
-        result.heatmap().write_html(html, include_plotlyjs="cdn")
-        console.print(f"Wrote {html}")
+        page = result.heatmap().to_html(include_plotlyjs="cdn")
+        atomic_write(html, lambda fh: fh.write(page), text=True)
     if csv is not None:
-        result.to_frame().to_csv(csv, index=False)
-        console.print(f"Wrote {csv}")
+        table = result.to_frame().to_csv(index=False)
+        atomic_write(csv, lambda fh: fh.write(table), text=True)
+    print_top(result, top)
+    for written in (html, csv):
+        if written is not None:
+            wrote(written)
 
 
 def ablate(
@@ -144,12 +163,22 @@ def ablate(
     """Generate with and without an intervention on HEADS and print both side by side."""
     from interp.core.prompts import check_prompts, load_prompts
     from interp.engine.compare import generate_pair, next_token_table
+    from interp.engine.interventions import MAX_ALPHA, get_kind
     from interp.engine.run import make_intervention
     from interp.model.loading import load_model
 
     check_prompts([prompt])
+    spec = get_kind(kind)  # an unknown kind, a missing --alpha / --source: before the model loads
+    if kind == "scale" and alpha is None:
+        raise UsageError("--kind scale needs --alpha (0 ablates, 1 leaves the head as is, > 1 reinforces).")
+    validate.number("--eps", eps, minimum=0, maximum=1, min_open=True, max_open=True)
+    if alpha is not None:
+        validate.number("--alpha", alpha, minimum=-MAX_ALPHA, maximum=MAX_ALPHA)
+    if spec.needs == "source" and not source:
+        raise UsageError(f"--kind {kind} needs --source (the prompt whose head outputs are patched in).")
+    ref = load_prompts(reference) if spec.needs == "reference" else None
     loaded = load_model(model, device, dtype)
-    ref = load_prompts(reference) if kind == "mean" else None
+    validate.integer("--top-tokens", top_tokens, minimum=1, maximum=loaded.d_vocab)
     iv = make_intervention(loaded, heads, kind, alpha=alpha, eps=eps, reference=ref, source=source, template=template)
     base, changed = generate_pair(loaded, prompt, iv, max_new_tokens, template)
     print_table(f"{loaded.name}: {iv.describe()}", ["base", "intervened"], [[base, changed]], show_lines=True)
@@ -209,4 +238,4 @@ def run_app(
     ]
     console.print(f"Head explorer on http://{host}:{port} (model: {model}); Ctrl+C stops it.")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    raise typer.Exit(subprocess.call(cmd, env=env))
+    raise typer.Exit(run_child(cmd, env=env))  # Ctrl+C / SIGTERM stop the Streamlit server too

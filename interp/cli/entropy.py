@@ -11,9 +11,10 @@ from pathlib import Path
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from interp.cli import console, friendly_errors, parse_options
-from interp.core.errors import InterpError
+from interp.cli import checked, console, friendly_errors, parse_options, writable_file, writable_folder, wrote
+from interp.core.errors import UsageError
 
 entropy_app = typer.Typer(help="Attention entropy: collapse/overload report and the LayerNorm-free experiment.")
 
@@ -28,16 +29,33 @@ def report(
     path: Path = typer.Argument(..., help="An `entropy` HeadScores JSON (from `interp scan entropy --out`)."),
     collapse: float = typer.Option(0.1, help="Collapsed: normalized entropy below this fraction of the maximum."),
     overload: float = typer.Option(0.75, help="Overloaded: normalized entropy above this fraction of the maximum."),
-    html: Path | None = typer.Option(None, help="Write the heatmap, per-layer distribution and class bars (HTML)."),
-    csv: Path | None = typer.Option(None, help="Write the per-layer table as CSV."),
-    heads_csv: Path | None = typer.Option(None, "--heads-csv", help="Write the per-head table (with classes) as CSV."),
+    html: Path | None = checked(
+        typer.Option(None, help="Write the heatmap, per-layer distribution and class bars (HTML)."), writable_file()
+    ),
+    csv: Path | None = checked(typer.Option(None, help="Write the per-layer table as CSV."), writable_file()),
+    heads_csv: Path | None = checked(
+        typer.Option(None, "--heads-csv", help="Write the per-head table (with classes) as CSV."), writable_file()
+    ),
 ) -> None:
     """Class every head collapsed / normal / overloaded and print counts per layer."""
+    from interp.core.files import atomic_write
     from interp.core.results import HeadScores
     from interp.lines.entropy.report import EntropyReport
 
     rep = EntropyReport(HeadScores.load(path), collapse=collapse, overload=overload)
     table = rep.per_layer()
+    # Files first (atomically), then the printout: a printing problem never loses them.
+    if csv is not None:
+        text = table.to_csv(index=False)
+        atomic_write(csv, lambda fh: fh.write(text), text=True)
+    if heads_csv is not None:
+        heads_text = rep.heads().to_csv(index=False)
+        atomic_write(heads_csv, lambda fh: fh.write(heads_text), text=True)
+    if html is not None:
+        figs = (rep.heatmap(), rep.distribution(), rep.class_bars())
+        parts = [f.to_html(full_html=False, include_plotlyjs="cdn" if i == 0 else False) for i, f in enumerate(figs)]
+        page = "<html><body>" + "\n".join(parts) + "</body></html>"
+        atomic_write(html, lambda fh: fh.write(page), text=True)
     rows = [
         [
             int(r.layer),
@@ -53,7 +71,7 @@ def report(
     ]
     cols = ["layer", "heads", "collapsed", "normal", "overloaded", "% overloaded", "mean H/Hmax", "mean H (nats)"]
     title = f"Entropy classes for {rep.result.model} (collapse < {collapse:g}, overload > {overload:g} of max)"
-    console.print(f"[bold]{title}[/]", highlight=False)
+    console.print(Text(title, style="bold"))
     out = Table()
     for col in cols:
         out.add_column(col)
@@ -65,21 +83,16 @@ def report(
         f"All {totals['heads']} heads: {totals['collapsed']} collapsed ({totals['frac_collapsed']:.1%}), "
         f"{totals['normal']} normal, {totals['overloaded']} overloaded ({totals['frac_overloaded']:.1%})."
     )
-    if csv is not None:
-        table.to_csv(csv, index=False)
-        console.print(f"Wrote {csv}")
-    if heads_csv is not None:
-        rep.heads().to_csv(heads_csv, index=False)
-        console.print(f"Wrote {heads_csv}")
-    if html is not None:
-        figs = (rep.heatmap(), rep.distribution(), rep.class_bars())
-        parts = [f.to_html(full_html=False, include_plotlyjs="cdn" if i == 0 else False) for i, f in enumerate(figs)]
-        html.write_text("<html><body>" + "\n".join(parts) + "</body></html>", encoding="utf-8")
-        console.print(f"Wrote {html}")
+    for written in (csv, heads_csv, html):
+        if written is not None:
+            wrote(written)
 
 
 def experiment(
-    out: Path = typer.Option(Path("docs/entropy"), help="Folder for results.json, results.md, the PNG, HeadScores."),
+    out: Path = checked(
+        typer.Option(Path("docs/entropy"), help="Folder for results.json, results.md, the PNG, HeadScores."),
+        writable_folder(),
+    ),
     size: str = typer.Option("default", help="default (the recorded run, ~30 min on 2 cores) or tiny (seconds)."),
     options: list[str] = typer.Option([], "--set", "-s", help="Override an ExperimentConfig field, key=value."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
@@ -88,10 +101,10 @@ def experiment(
     from interp.lines.entropy.experiment import ExperimentConfig, results_markdown, run_experiment
 
     if size not in ("default", "tiny"):
-        raise InterpError(f"--size {size!r} is not allowed; choose one of: default, tiny.")
+        raise UsageError(f"--size {size!r} is not allowed; choose one of: default, tiny.")
     base = (ExperimentConfig.tiny() if size == "tiny" else ExperimentConfig()).to_dict()
     overrides = parse_options(options)
     cfg = ExperimentConfig.from_strings(overrides, **{k: v for k, v in base.items() if k not in overrides})
     record = run_experiment(cfg, out, progress=progress)
-    console.print(results_markdown(record), markup=False, highlight=False)
+    console.print(results_markdown(record))
     console.print(f"Total {record['total_seconds']} s. Wrote {out}/results.json, results.md, entropy_experiment.png")

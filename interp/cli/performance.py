@@ -12,8 +12,9 @@ from pathlib import Path
 
 import typer
 
-from interp.cli import console, friendly_errors, print_top
-from interp.core.errors import InterpError
+from interp.cli import checked, friendly_errors, print_top, writable_file, writable_folder, wrote
+from interp.core import validate
+from interp.core.errors import UsageError
 
 
 def register(app: typer.Typer) -> None:
@@ -33,8 +34,12 @@ def ray_sweep_cmd(
     cpus: float = typer.Option(1.0, help="CPUs per worker (torch threads)."),
     gpus: float = typer.Option(0.0, help="GPUs per worker."),
     batch_size: int = typer.Option(32, help="Rows per forward pass."),
-    checkpoint: Path | None = typer.Option(None, help="Checkpoint directory (one subdirectory per shard)."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Write the HeadScores JSON here."),
+    checkpoint: Path | None = checked(
+        typer.Option(None, help="Checkpoint directory (one subdirectory per shard)."), writable_folder()
+    ),
+    out: Path | None = checked(
+        typer.Option(None, "--out", "-o", help="Write the HeadScores JSON here."), writable_file(".json")
+    ),
     top: int = typer.Option(10, help="How many top heads to print."),
 ) -> None:
     """Score every head by ablation-KL with the sweep split across Ray workers; reduce to one HeadScores."""
@@ -42,10 +47,21 @@ def ray_sweep_cmd(
     from interp.core.provenance import make_provenance
     from interp.core.results import HeadScores
     from interp.engine.distributed import ray_sweep
+    from interp.engine.interventions import MAX_ALPHA, get_kind
     from interp.engine.sweep import kl_per_prompt
 
-    if out is not None and out.suffix.lower() != ".json":
-        raise InterpError(f"--out must be a .json path, got {out}.")
+    # Everything the workers would refuse, refused here first (a worker's error arrives as a remote traceback).
+    get_kind(kind)
+    if kind == "scale" and alpha is None:
+        raise UsageError("--kind scale needs --alpha (0 ablates, 1 leaves the head as is, > 1 reinforces).")
+    if alpha is not None:
+        validate.number("--alpha", alpha, minimum=-MAX_ALPHA, maximum=MAX_ALPHA)
+    if shard not in ("prompts", "heads"):
+        raise UsageError(f"--shard {shard!r} is not allowed; choose one of: prompts, heads.")
+    if template not in ("auto", "chat", "raw", "query"):
+        raise UsageError(f"--template {template!r} is not allowed; choose one of: auto, chat, raw, query.")
+    validate.number("--cpus", cpus, minimum=0, min_open=True)
+    validate.number("--gpus", gpus, minimum=0)
     prompt_list = load_prompts(prompts, limit)
     result = ray_sweep(
         model,
@@ -73,7 +89,8 @@ def ray_sweep_cmd(
         provenance=make_provenance(prompt_list, seed=0, engine="ray"),
         per_prompt=result.per_prompt_grid(n_layers, n_heads),
     )
+    if out is not None:  # saved before anything is printed
+        scores.save(out)
     print_top(scores, top)
     if out is not None:
-        scores.save(out)
-        console.print(f"Wrote {out}")
+        wrote(out)

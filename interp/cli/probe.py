@@ -13,8 +13,7 @@ from typing import cast
 
 import typer
 
-from interp.cli import console, friendly_errors, parse_options, print_table
-from interp.core.errors import InterpError
+from interp.cli import checked, friendly_errors, parse_options, print_table, writable_file, wrote
 
 
 def register(app: typer.Typer) -> None:
@@ -29,7 +28,9 @@ def probe(
         help='JSONL file, one {"prompt": ..., "label": ...} per line, or a built-in pair (harmful-harmless).',
     ),
     model: str = typer.Option("default", "--model", "-m", help="Model name, local directory or .gguf file."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Write the HeadScores JSON (selectivity) here."),
+    out: Path | None = checked(
+        typer.Option(None, "--out", "-o", help="Write the HeadScores JSON (selectivity) here."), writable_file(".json")
+    ),
     top: int = typer.Option(10, help="How many heads to print (highest selectivity first)."),
     limit: int | None = typer.Option(None, help="At most N prompts per class."),
     options: list[str] = typer.Option(
@@ -44,12 +45,12 @@ def probe(
     from interp.model.loading import load_model
 
     config = cast(ProbeConfig, ProbeConfig.from_strings(parse_options(options), labels=labels, limit=limit))
-    if out is not None and out.suffix.lower() != ".json":
-        raise InterpError(f"--out must be a .json path, got {out}.")
     prompts, label_list = load_labelled(config.labels, config.limit)  # bad labels fail before the model loads
     check_labels(prompts, label_list, config.folds)
     loaded = load_model(model, device, dtype)
     result = probe_heads(loaded, prompts, label_list, config, progress)
+    if out is not None:  # saved before anything is printed
+        result.selectivity.save(out)
     extras = result.selectivity.extras
     counts = ", ".join(f"{k}: {v}" for k, v in extras["class_counts"].items())
     rows = [
@@ -62,5 +63,4 @@ def probe(
         rows,
     )
     if out is not None:
-        result.selectivity.save(out)
-        console.print(f"Wrote {out}")
+        wrote(out)

@@ -12,7 +12,7 @@ from typing import cast
 
 import typer
 
-from interp.cli import console, friendly_errors, parse_options, print_table
+from interp.cli import checked, console, friendly_errors, parse_options, print_table, writable_folder
 
 rfa_app = typer.Typer(
     name="rfa", help="Random-feature attention: sample-complexity experiment, target functions.", no_args_is_help=True
@@ -26,7 +26,10 @@ def register(app: typer.Typer) -> None:
 
 
 def experiment(
-    out: Path = typer.Option(Path("rfa-experiment"), "--out", "-o", help="Folder for results.json, CSV and PNG."),
+    out: Path = checked(
+        typer.Option(Path("rfa-experiment"), "--out", "-o", help="Folder for results.json, CSV and PNG."),
+        writable_folder(),
+    ),
     options: list[str] = typer.Option(
         [], "--set", "-s", help="Config key=value, e.g. dim=8, sample_sizes=64,256,1024, targets=inner-p1,inner-p2."
     ),

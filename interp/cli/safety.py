@@ -13,8 +13,8 @@ from pathlib import Path
 
 import typer
 
-from interp.cli import console, friendly_errors, print_table, print_top
-from interp.core.errors import InterpError
+from interp.cli import checked, console, friendly_errors, print_table, print_top, writable_file, writable_folder, wrote
+from interp.core.errors import UsageError
 
 safety_app = typer.Typer(help="Safety heads: Sahara group search, attack success rate, the recorded testbed run.")
 
@@ -30,7 +30,10 @@ def register(app: typer.Typer) -> None:
 def run(
     model: str = typer.Option("testbed", "--model", "-m", help="Model name, local directory or .gguf file."),
     dtype: str = typer.Option("float32", help="float32 | bfloat16 (bfloat16 is ~2x faster on CPUs with bf16)."),
-    out: Path = typer.Option(Path("docs/safety_heads"), "--out", "-o", help="Folder for every stage's files."),
+    out: Path = checked(
+        typer.Option(Path("docs/safety_heads"), "--out", "-o", help="Folder for every stage's files."),
+        writable_folder(),
+    ),
     scan: int = typer.Option(8, help="AdvBench prompts for Ships / Sahara."),
     eval_: int = typer.Option(100, "--eval", help="Held-out AdvBench prompts for ASR."),
     harmless: int = typer.Option(100, help="Harmless prompts for the harmless-side cost."),
@@ -76,7 +79,7 @@ def run(
         return values
 
     if summary:
-        console.print(markdown_summary(out), markup=False, highlight=False)
+        console.print(markdown_summary(out))
         return
     run_all(
         RunOptions(
@@ -102,7 +105,9 @@ def sahara(
     rank: int = typer.Option(1, help="Dimension of the singular subspaces compared."),
     template: str = typer.Option("auto", help="auto | chat | query | paper | raw."),
     batch_size: int = typer.Option(32, help="Rows per forward pass."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Write the HeadScores JSON here."),
+    out: Path | None = checked(
+        typer.Option(None, "--out", "-o", help="Write the HeadScores JSON here."), writable_file(".json")
+    ),
     device: str | None = typer.Option(None),
     dtype: str | None = typer.Option(None),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
@@ -122,11 +127,11 @@ def sahara(
         steps=steps,
         candidates=candidates,
     )
-    if out is not None and out.suffix.lower() != ".json":
-        raise InterpError(f"--out must be a .json path, got {out}.")
     prompt_list = load_prompts(prompts, limit)
     loaded = load_model(model, device, dtype)
     result = run_sahara(loaded, prompt_list, config, progress)
+    if out is not None:  # saved before anything is printed
+        result.save(out)
     rows = [[s["step"], s["head"], f"{s['score']:.4g}", s["n_tried"], s["seconds"]] for s in result.extras["steps"]]
     print_table(
         f"Sahara group on {loaded.name}: {', '.join(result.extras['group'])}",
@@ -135,8 +140,7 @@ def sahara(
     )
     print_top(result, 5)
     if out is not None:
-        result.save(out)
-        console.print(f"Wrote {out}")
+        wrote(out)
 
 
 def asr(
@@ -160,7 +164,9 @@ def asr(
     max_new_tokens: int = typer.Option(64),
     template: str = typer.Option("auto", help="auto | chat | query | paper | raw."),
     batch_size: int = typer.Option(16, help="Rows per generation batch."),
-    out_dir: Path | None = typer.Option(None, help="Write asr_*.csv/json (and harmless_*) here."),
+    out_dir: Path | None = checked(
+        typer.Option(None, "--out-dir", help="Write asr_*.csv/json (and harmless_*) here."), writable_folder()
+    ),
     device: str | None = typer.Option(None),
     dtype: str | None = typer.Option(None),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
@@ -182,26 +188,27 @@ def asr(
         **extra,
     )
     if offset < 0 or limit < 1:
-        raise InterpError(f"--offset must be >= 0 and --limit >= 1, got {offset} and {limit}.")
+        raise UsageError(f"--offset must be >= 0 and --limit >= 1, got {offset} and {limit}.")
     harmful = load_prompts(prompts)[offset : offset + limit]
     if not harmful:
-        raise InterpError(f"No prompts left after --offset {offset}.")
+        raise UsageError(f"No prompts left after --offset {offset}.")
     loaded = load_model(model, device, dtype)
     group = list(loaded.parse_heads(heads))
     conditions: dict[str, list | None] = {"none": None, "heads": group}
     if random_control:
         conditions["random_same_layers"] = pick_random(loaded, group, seed)
+    harmless_list = load_prompts(harmless, harmless_limit) if harmless and harmless.lower() != "none" else None
     result = attack_success(loaded, harmful, conditions, config, progress)
-    _print_summary(f"ASR on {len(harmful)} prompts ({loaded.name})", result.summary)
-    if out_dir is not None:
+    if out_dir is not None:  # saved before anything is printed
         result.save(out_dir, "asr")
-    if harmless and harmless.lower() != "none":
-        cost = harmless_cost(loaded, load_prompts(harmless, harmless_limit), conditions, config, progress)
-        _print_summary(f"Harmless-side cost ({loaded.name})", cost.summary)
+    _print_summary(f"ASR on {len(harmful)} prompts ({loaded.name})", result.summary)
+    if harmless_list is not None:
+        cost = harmless_cost(loaded, harmless_list, conditions, config, progress)
         if out_dir is not None:
             cost.save(out_dir, "harmless")
+        _print_summary(f"Harmless-side cost ({loaded.name})", cost.summary)
     if out_dir is not None:
-        console.print(f"Wrote results to {out_dir}")
+        wrote(f"results to {out_dir}")
 
 
 def _print_summary(title: str, summary: object) -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import typer
 
-from interp.cli import console, friendly_errors, print_table
-from interp.core.errors import InterpError
+from interp.cli import checked, console, friendly_errors, print_table, writable_folder, wrote
+from interp.core.errors import UsageError
 
 vision_app = typer.Typer(
     help="Vision-language models: VHR generation, scenes, the scenes-VLM's training and experiment."
@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
 def _threads(threads: int | None) -> None:
     if threads is not None:
         if threads < 1:
-            raise InterpError(f"--threads must be >= 1, got {threads}.")
+            raise UsageError(f"--threads must be >= 1, got {threads}.")
         import torch
 
         torch.set_num_threads(threads)
@@ -103,14 +103,14 @@ def generate(
             template=template,  # type: ignore[arg-type]
         )
     if (image or images) and vhr is False and not image and images is None:
-        raise InterpError("Give --image FILE or --images DIR.")
+        raise UsageError("Give --image FILE or --images DIR.")
     pictures = resolve_images(images, n_images, seed) if images is not None else []
     pictures += resolve_images(list(image)) if image else []
     loaded = load_model(model, device, dtype)
     if not pictures:
         if vhr:
-            raise InterpError("--vhr needs images (--image FILE or --images DIR) and a vision-language model.")
-        console.print(generate_text(loaded, [prompt], max_new_tokens=max_new_tokens, template=template)[0])
+            raise UsageError("--vhr needs images (--image FILE or --images DIR) and a vision-language model.")
+        console.print(generate_text(loaded, [prompt], max_new_tokens=max_new_tokens, template=template)[0])  # plain
         return
     prompts = [prompt] * len(pictures)
     base = generate_images(loaded, pictures, prompts, template=template, max_new_tokens=max_new_tokens)
@@ -125,7 +125,10 @@ def generate(
 
 
 def scenes(
-    out: Path = typer.Option(..., "--out", "-o", help="Folder to write scene_000.png ... and scenes.json into."),
+    out: Path = checked(
+        typer.Option(..., "--out", "-o", help="Folder to write scene_000.png ... and scenes.json into."),
+        writable_folder(),
+    ),
     n: int = typer.Option(20, "--n", help="How many scenes."),
     seed: int = typer.Option(0, help="Seed (the same seed gives the same scenes)."),
     max_objects: int = typer.Option(4, help="Most objects per scene (1-5)."),
@@ -135,4 +138,4 @@ def scenes(
 
     made = make_scenes(n, seed, max_objects=max_objects)
     save_scenes(made, out)
-    console.print(f"Wrote {len(made)} scenes to {out} (ground truth in {out / 'scenes.json'}).")
+    wrote(f"{len(made)} scenes to {out} (ground truth in {out / 'scenes.json'}).")

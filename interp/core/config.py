@@ -3,6 +3,9 @@
 Every analyzer's options are a frozen dataclass deriving from `Config`. Construction checks each field
 against its annotation (Literal choices, int/float/bool/str, optional) so a bad option fails early with
 the allowed values; `from_strings` turns CLI `key=value` pairs into a config using the same annotations.
+Floats must be finite (an `alpha=inf` would otherwise fail only when the result is saved, after the whole
+computation). Fields declared with `metadata=OUTPUT_DIR` / `OUTPUT_FILE` are output paths, checked for
+writability at construction, before any work. Every error is a `UsageError` (the CLI exits with status 2).
 """
 
 from __future__ import annotations
@@ -13,9 +16,14 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Literal, get_args, get_origin
 
-from interp.core.errors import InterpError, unknown_name
+from interp.core import validate
+from interp.core.errors import InterpError, UsageError, unknown_name
 
 TemplateName = Literal["auto", "chat", "raw", "query", "paper"]
+
+# Field metadata for output paths: `checkpoint: str | None = field(default=None, metadata=OUTPUT_DIR)`.
+OUTPUT_DIR: Mapping[str, str] = types.MappingProxyType({"output": "dir"})
+OUTPUT_FILE: Mapping[str, str] = types.MappingProxyType({"output": "file"})
 
 
 def _is_optional(tp: Any) -> tuple[bool, Any]:
@@ -31,29 +39,31 @@ def _check_value(name: str, value: Any, tp: Any) -> Any:
     if value is None:
         if optional:
             return None
-        raise InterpError(f"Option {name!r} cannot be None.")
+        raise UsageError(f"Option {name!r} cannot be None.")
     if get_origin(inner) is Literal:
         allowed = get_args(inner)
         if value not in allowed:
-            raise InterpError(f"Option {name}={value!r} is not allowed; choose one of: {', '.join(map(str, allowed))}.")
+            raise UsageError(f"Option {name}={value!r} is not allowed; choose one of: {', '.join(map(str, allowed))}.")
         return value
     if inner is bool:
         if not isinstance(value, bool):
-            raise InterpError(f"Option {name} must be true or false, got {value!r}.")
+            raise UsageError(f"Option {name} must be true or false, got {value!r}.")
         return value
     if inner is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise InterpError(f"Option {name} must be an integer, got {value!r}.")
+            raise UsageError(f"Option {name} must be an integer, got {value!r}.")
         return value
     if inner is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise InterpError(f"Option {name} must be a number, got {value!r}.")
-        return float(value)
+        return validate.number(f"Option {name}", value)  # finite: inf / nan are refused
     if inner is str:
         if not isinstance(value, str):
-            raise InterpError(f"Option {name} must be a string, got {value!r}.")
+            raise UsageError(f"Option {name} must be a string, got {value!r}.")
         return value
-    return value  # tuples and other structured fields are checked by the config's own `check`
+    if get_origin(inner) is tuple and isinstance(value, tuple | list):
+        element = get_args(inner)[0] if get_args(inner) else Any
+        if element is float:
+            return tuple(v if isinstance(v, str) else validate.number(f"Option {name}", v) for v in value)
+    return value  # other structured fields are checked by the config's own `check`
 
 
 def _parse_string(name: str, text: str, tp: Any) -> Any:
@@ -72,19 +82,22 @@ def _parse_string(name: str, text: str, tp: Any) -> Any:
             return True
         if lowered in ("0", "false", "no", "off"):
             return False
-        raise InterpError(f"Option {name} must be true or false, got {text!r}.")
+        raise UsageError(f"Option {name} must be true or false, got {text!r}.")
     if inner is int:
         try:
             return int(text)
         except ValueError:
-            raise InterpError(f"Option {name} must be an integer, got {text!r}.") from None
+            raise UsageError(f"Option {name} must be an integer, got {text!r}.") from None
     if inner is float:
         try:
             return float(text)
         except ValueError:
-            raise InterpError(f"Option {name} must be a number, got {text!r}.") from None
+            raise UsageError(f"Option {name} must be a number, got {text!r}.") from None
     if get_origin(inner) is tuple:
-        return tuple(part.strip() for part in text.split(",") if part.strip())
+        parts = tuple(part.strip() for part in text.split(",") if part.strip())
+        if get_args(inner) and get_args(inner)[0] is float:  # numbers: checked finite on construction
+            return tuple(_parse_string(name, part, float) for part in parts)
+        return parts
     return text
 
 
@@ -97,7 +110,17 @@ class Config:
         for f in dataclasses.fields(self):
             value = _check_value(f.name, getattr(self, f.name), hints[f.name])
             object.__setattr__(self, f.name, value)
-        self.check()
+        try:
+            self.check()
+        except InterpError as exc:
+            if type(exc) is not InterpError:  # a PromptError, an UnknownNameError, …: already specific
+                raise
+            raise UsageError(str(exc)) from None  # a plain "option out of range" from check(): a usage error
+        for f in dataclasses.fields(self):  # output paths last: only for an otherwise valid config
+            kind, value = f.metadata.get("output"), getattr(self, f.name)
+            if kind is not None and value not in (None, ""):
+                check = validate.output_dir if kind == "dir" else validate.output_file
+                check(value, f"Option {f.name}")
 
     def check(self) -> None:
         """Cross-field checks; subclasses override and raise InterpError."""
@@ -125,4 +148,4 @@ class Config:
 
 def positive(name: str, value: float | int) -> None:
     if value <= 0:
-        raise InterpError(f"Option {name} must be > 0, got {value}.")
+        raise UsageError(f"Option {name} must be > 0, got {value}.")

@@ -1,7 +1,10 @@
 """Error types with messages that say what was wrong, what is allowed, and what to do.
 
 Every error the toolkit raises on bad user input is an `InterpError` (a `ValueError`), so the CLI and the
-app can catch one type and show its message instead of a traceback.
+app can catch one type and show its message instead of a traceback. A `UsageError` is the subset where the
+command itself is wrong (an option out of range, not finite, an unknown name, a malformed label): the CLI
+exits with status 2 for those, and 1 for every other `InterpError` (a file, model or folder that is missing,
+corrupt or unwritable), as command-line tools conventionally do.
 """
 
 from __future__ import annotations
@@ -14,7 +17,11 @@ class InterpError(ValueError):
     """Base class for errors caused by user input (bad names, paths, labels, files)."""
 
 
-class UnknownNameError(InterpError, KeyError):
+class UsageError(InterpError):
+    """An option or argument that is wrong on its own: out of range, not finite, malformed, conflicting."""
+
+
+class UnknownNameError(UsageError, KeyError):
     """A name (model, metric, option) that is not in a registry."""
 
     def __str__(self) -> str:  # KeyError would otherwise quote the message
@@ -25,7 +32,7 @@ class ModelLoadError(InterpError):
     """A model that cannot be loaded: missing path, missing package, unsupported architecture."""
 
 
-class HeadLabelError(InterpError):
+class HeadLabelError(UsageError):
     """A head label that does not parse or is out of range for the model."""
 
 
@@ -33,11 +40,19 @@ class PromptError(InterpError):
     """Empty, unreadable or over-long prompts."""
 
 
-class ResultsFileError(InterpError):
+class ResultsError(InterpError):
+    """A HeadScores whose contents are not valid (wrong shape, infinite scores, non-string names)."""
+
+
+class ResultsFileError(ResultsError):
     """A results file that is corrupt, incomplete or does not match what was asked for."""
 
 
-class MetricNotApplicableError(InterpError):
+class OutputPathError(InterpError):
+    """An output file or folder that cannot be written (a directory where a file goes, no permission, …)."""
+
+
+class MetricNotApplicableError(UsageError):
     """A metric that does not fit the loaded model (e.g. VHD on a text-only model)."""
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import numbers
 import re
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from interp.core.errors import HeadLabelError
 
@@ -41,17 +42,26 @@ def check_head(head: Head, n_layers: int, n_heads: int) -> Head:
     return head
 
 
+def _index(v: Any) -> bool:
+    """A layer or head index: an integer (numpy integers too) but not a bool (True would read as 1)."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
 def parse_head(value: HeadLike, n_layers: int | None = None, n_heads: int | None = None) -> Head:
     """Parse "L3H1", (3, 1) or Head(3, 1); range-check when the model's shape is given."""
     if isinstance(value, str):
         m = _LABEL.match(value)
         if m is None:
-            raise HeadLabelError(f'Cannot parse head label "{value}": expected the form L<layer>H<head>, e.g. "L3H1".')
+            raise HeadLabelError(f"Cannot parse head label {value!r}: expected the form L<layer>H<head>, e.g. 'L3H1'.")
         head = Head(int(m.group(1)), int(m.group(2)))
-    elif isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, int) for v in value):
+    elif isinstance(value, tuple | list) and len(value) == 2 and all(_index(v) for v in value):
         head = Head(int(value[0]), int(value[1]))
+        if head.layer < 0 or head.head < 0:
+            raise HeadLabelError(f"Head {tuple(value)!r} has a negative index; layers and heads count from 0.")
     else:
-        raise HeadLabelError(f"Cannot interpret {value!r} as a head: use 'L3H1', (3, 1) or Head(3, 1).")
+        raise HeadLabelError(
+            f"Cannot interpret {value!r} as a head: use 'L3H1', (3, 1) or Head(3, 1) (integers, not booleans)."
+        )
     if n_layers is not None and n_heads is not None:
         check_head(head, n_layers, n_heads)
     return head
@@ -61,10 +71,17 @@ def parse_heads(
     values: str | Iterable[HeadLike], n_layers: int | None = None, n_heads: int | None = None
 ) -> tuple[Head, ...]:
     """Parse a comma-separated string or an iterable of head-likes; duplicates are an error."""
+    if isinstance(values, Head):
+        values = [values]  # one Head is one head, not the two integers inside the tuple
     if isinstance(values, str):
         items: Sequence[HeadLike] = [v for v in values.split(",") if v.strip()]
-    else:
+    elif isinstance(values, Iterable):
         items = list(values)
+    else:
+        raise HeadLabelError(
+            f"Cannot interpret {values!r} as heads: give labels such as 'L3H1,L5H0', or a list of labels, "
+            "(layer, head) tuples or Heads."
+        )
     heads = tuple(parse_head(v, n_layers, n_heads) for v in items)
     if not heads:
         raise HeadLabelError("No heads given: pass at least one label such as 'L3H1'.")

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from interp.core import validate
 from interp.core.config import TemplateName
-from interp.core.errors import PromptError, unknown_name
+from interp.core.errors import PromptError, UsageError, unknown_name
 
 QUERY_TEMPLATE = "## Query: {prompt}\n## Answer:"
 PAPER_TEMPLATE = "## Query:{prompt}\n## Answer:"  # byte for byte as the released code formats prompts
@@ -53,9 +54,12 @@ def builtin_sets() -> dict[str, Path]:
 
 
 def load_prompts(source: str | os.PathLike[str], limit: int | None = None) -> list[str]:
-    """Read prompts from a file path or a built-in set name (e.g. "short")."""
+    """Read prompts from a file path or a built-in set name (e.g. "short"); limit: the first N (N >= 1)."""
+    if not isinstance(source, str | os.PathLike):
+        raise UsageError(f"Prompts source must be a file path or a set name, got {type(source).__name__}.")
+    limit = validate.limit(limit)  # 0 or -3 would silently mean "all" or "all but the last three"
     path = Path(source)
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         sets = builtin_sets()
         if str(source) in sets:
             path = sets[str(source)]
@@ -63,12 +67,13 @@ def load_prompts(source: str | os.PathLike[str], limit: int | None = None) -> li
             raise PromptError(f"Prompts file {path} does not exist.")
         else:
             raise unknown_name("prompt set", str(source), sets) from None
-    if path.is_dir():
-        raise PromptError(f"{path} is a folder; give a prompts file (.txt or .jsonl).")
+    path = validate.regular_file(path, "Prompts file", PromptError)  # never /dev/zero or a FIFO
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise PromptError(f"Prompts file {path} is not UTF-8 text: {exc}") from exc
+    except OSError as exc:
+        raise PromptError(f"Prompts file {path} cannot be read: {exc.strerror}.") from exc
     prompts = _parse_jsonl(text, path) if path.suffix == ".jsonl" else _parse_lines(text)
     if not prompts:
         raise PromptError(
@@ -90,16 +95,21 @@ def _parse_jsonl(text: str, path: Path) -> list[str]:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise PromptError(f"{path}, line {i}: not valid JSON ({exc.msg}).") from exc
+        except RecursionError:
+            raise PromptError(f"{path}, line {i}: JSON nested too deeply.") from None
         if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
             raise PromptError(f'{path}, line {i}: expected an object with a string "prompt" field.')
         prompts.append(record["prompt"])
     return prompts
 
 
-def check_prompts(prompts: Sequence[str]) -> list[str]:
-    """Reject an empty list, non-strings and empty prompts, naming the offending index."""
+def check_prompts(prompts: Sequence[str] | Iterable[str] | str) -> list[str]:
+    """A list of prompts from a string (one prompt) or any iterable of strings (a generator too); an empty
+    list, non-strings and empty prompts are refused, naming the offending index."""
     if isinstance(prompts, str):
         prompts = [prompts]
+    if not isinstance(prompts, Iterable) or isinstance(prompts, bytes | dict):
+        raise PromptError(f"Prompts must be a list of strings, got {type(prompts).__name__}.")
     prompts = list(prompts)
     if not prompts:
         raise PromptError("No prompts given: pass at least one prompt.")

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from interp.core.config import Config
-from interp.core.errors import InterpError, MetricNotApplicableError, unknown_name
+from interp.core.errors import InterpError, MetricNotApplicableError, UsageError, unknown_name
 from interp.core.progress import Progress
+from interp.core.prompts import check_prompts
 
 # (model: LoadedModel, prompts, config, progress) -> HeadScores; typed loosely here because core sits below
 # the model layer (interp.model) and the results module imports this one.
@@ -111,4 +112,7 @@ def run_metric(
     info = get_metric(name)
     check_applicable(info, model)
     cfg = config if config is not None else info.make_config(options)
-    return info.fn(model, prompts, cfg, progress)
+    if not isinstance(cfg, info.config_cls):
+        raise UsageError(f"config must be a {info.config_cls.__name__} for {name!r}, got {type(cfg).__name__}.")
+    # A list, however given: analyzers index and measure it (a generator would fail deep inside).
+    return info.fn(model, check_prompts(prompts), cfg, progress)

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from interp.core.errors import ResultsFileError
+from interp.core import validate
+from interp.core.errors import ResultsError, ResultsFileError
 from interp.core.files import atomic_write
 from interp.core.heads import Head, parse_head
 from interp.core.registry import metric_direction
@@ -67,10 +68,29 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON-serializable")
 
 
-def _readonly(array: np.ndarray) -> np.ndarray:
-    array = np.array(array, dtype=np.float64, copy=True)
-    array.setflags(write=False)
-    return array
+def _readonly(array: Any, what: str) -> np.ndarray:
+    """A read-only float64 copy; numbers only, NaN allowed (= not scored), infinities refused (JSON has none,
+    and an infinite score would rank first)."""
+    try:
+        raw = np.asarray(array)
+    except (ValueError, TypeError) as exc:  # ragged nested lists
+        raise ResultsError(f"HeadScores {what} must be a rectangular array of numbers: {exc}") from None
+    if raw.dtype.kind not in "iuf":  # bools, strings, objects: `load` refuses them too
+        raise ResultsError(f"HeadScores {what} must be numbers (NaN = not scored), got dtype {raw.dtype}.")
+    out = np.array(raw, dtype=np.float64, copy=True)
+    infinite = np.argwhere(np.isinf(out))
+    if len(infinite):
+        where = ", ".join("[" + ", ".join(map(str, idx)) + "]" for idx in infinite[:5].tolist())
+        raise ResultsError(
+            f"HeadScores {what} hold {len(infinite)} infinite value(s) (at {where}); a score must be finite, "
+            "or NaN for a head that was not scored."
+        )
+    out.setflags(write=False)
+    return out
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON (use null for a head that was not scored)")
 
 
 def _nan_to_none(array: np.ndarray) -> list:
@@ -96,15 +116,22 @@ class HeadScores:
     extras: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        scores = _readonly(self.scores)
-        if scores.ndim != 2:
-            raise ValueError(f"scores must be [n_layers, n_heads], got shape {scores.shape}")
+        # What `load` would refuse is refused here too, so every HeadScores can be saved and loaded back.
+        for name in ("metric", "model"):
+            if not isinstance(getattr(self, name), str):
+                raise ResultsError(f"HeadScores {name} must be a string, got {getattr(self, name)!r}.")
+        scores = _readonly(self.scores, "scores")
+        if scores.ndim != 2 or 0 in scores.shape:
+            raise ResultsError(
+                f"HeadScores scores must be [n_layers, n_heads] with both >= 1, got shape {scores.shape}."
+            )
         object.__setattr__(self, "scores", scores)
         if self.per_prompt is not None:
-            per_prompt = _readonly(self.per_prompt)
+            per_prompt = _readonly(self.per_prompt, "per_prompt")
             if per_prompt.ndim != 3 or per_prompt.shape[1:] != scores.shape:
-                raise ValueError(
-                    f"per_prompt must be [n_prompts, {scores.shape[0]}, {scores.shape[1]}], got {per_prompt.shape}"
+                raise ResultsError(
+                    f"HeadScores per_prompt must be [n_prompts, {scores.shape[0]}, {scores.shape[1]}], "
+                    f"got shape {per_prompt.shape}."
                 )
             object.__setattr__(self, "per_prompt", per_prompt)
         for name in ("config", "provenance", "extras"):
@@ -140,8 +167,7 @@ class HeadScores:
 
         ascending: None ranks by the metric's registered direction (largest first, or most negative first
         for metrics such as ablation-effect); True / False force lowest / highest first."""
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        validate.count("k", k)
         if ascending is None:
             ascending = metric_direction(self.metric) == "low"
         frame = self.to_frame().dropna(subset=["score"])
@@ -262,8 +288,10 @@ class HeadScores:
         if version != FORMAT_VERSION:
             raise ResultsFileError(f"{source}: format_version {version} is not supported (expected {FORMAT_VERSION}).")
         n_layers, n_heads = data["n_layers"], data["n_heads"]
-        if not (isinstance(n_layers, int) and isinstance(n_heads, int) and n_layers > 0 and n_heads > 0):
-            raise ResultsFileError(f"{source}: n_layers and n_heads must be positive integers.")
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in (n_layers, n_heads)):
+            raise ResultsFileError(
+                f"{source}: n_layers and n_heads must be positive integers, got {n_layers!r} and {n_heads!r}."
+            )
         scores = _parse_grid(data["scores"], (n_layers, n_heads), f"{source}: scores")
         per_prompt = None
         if data.get("per_prompt") is not None:
@@ -278,17 +306,23 @@ class HeadScores:
         for key in ("config", "provenance"):
             if not isinstance(data[key], dict):
                 raise ResultsFileError(f"{source}: {key} must be a JSON object.")
+        extras = data.get("extras") or {}
+        if not isinstance(extras, dict):
+            raise ResultsFileError(f"{source}: extras must be a JSON object.")
         if not isinstance(data["metric"], str) or not isinstance(data["model"], str):
             raise ResultsFileError(f"{source}: metric and model must be strings.")
-        return cls(
-            scores=scores,
-            metric=data["metric"],
-            model=data["model"],
-            config=data["config"],
-            provenance=data["provenance"],
-            per_prompt=per_prompt,
-            extras=data.get("extras") or {},
-        )
+        try:
+            return cls(
+                scores=scores,
+                metric=data["metric"],
+                model=data["model"],
+                config=data["config"],
+                provenance=data["provenance"],
+                per_prompt=per_prompt,
+                extras=extras,
+            )
+        except (ResultsError, TypeError) as exc:
+            raise ResultsFileError(f"{source}: {exc}") from None
 
     @classmethod
     def load(
@@ -298,17 +332,21 @@ class HeadScores:
         model: str | None = None,
     ) -> HeadScores:
         """Read a JSON results file; `metric`/`model` (optional) must match what the file says."""
-        path = Path(path)
-        if not path.is_file():
-            raise ResultsFileError(f"Results file {path} does not exist.")
+        path = validate.regular_file(path, "Results file", ResultsFileError, max_bytes=None)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_reject_constant)
         except UnicodeDecodeError as exc:
             raise ResultsFileError(f"Results file {path} is not UTF-8 text: {exc}") from exc
         except json.JSONDecodeError as exc:
             raise ResultsFileError(
                 f"Results file {path} is corrupt: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})."
             ) from exc
+        except ValueError as exc:  # NaN / Infinity literals (Python's json would accept them)
+            raise ResultsFileError(f"Results file {path} is corrupt: {exc}.") from exc
+        except RecursionError:
+            raise ResultsFileError(f"Results file {path} is corrupt: JSON nested too deeply.") from None
+        except OSError as exc:
+            raise ResultsFileError(f"Results file {path} cannot be read: {exc.strerror}.") from exc
         result = cls.from_dict(data, source=f"Results file {path}")
         if metric is not None and result.metric != metric:
             raise ResultsFileError(f"Results file {path} holds metric {result.metric!r}, not {metric!r}.")
@@ -330,6 +368,17 @@ def _parse_grid(value: Any, shape: tuple[int, int], what: str) -> np.ndarray:
             if x is None:
                 continue
             if isinstance(x, bool) or not isinstance(x, int | float):
-                raise ResultsFileError(f"{what}: L{i}H{j} is {x!r}, expected a number or null.")
-            out[i, j] = float(x)
+                raise ResultsFileError(f"{what}: L{i}H{j} is {_short(x)}, expected a number or null.")
+            try:
+                value = float(x)
+            except OverflowError:  # an integer beyond float range
+                value = math.inf
+            if not math.isfinite(value):  # 1e999 parses to inf
+                raise ResultsFileError(f"{what}: L{i}H{j} is {_short(x)}, not a finite number (null = not scored).")
+            out[i, j] = value
     return out
+
+
+def _short(x: Any) -> str:
+    text = repr(x)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,9 @@ class SweepCheckpoint:
             return
         try:
             stored = json.loads(path.read_text())["sweep"]
-        except (json.JSONDecodeError, KeyError, UnicodeDecodeError) as exc:
+            if not isinstance(stored, dict):
+                raise KeyError("sweep")
+        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError, RecursionError) as exc:
             raise CheckpointError(f"Checkpoint manifest {path} is unreadable ({exc}); delete {self.dir}.") from exc
         differ = sorted(k for k in set(stored) | set(self.fingerprint) if stored.get(k) != self.fingerprint.get(k))
         if differ:
@@ -89,7 +92,7 @@ class SweepCheckpoint:
             try:
                 with np.load(part, allow_pickle=False) as data:
                     groups, prompts, values = data["groups"], data["prompts"], data["values"]
-            except (OSError, ValueError, KeyError) as exc:
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # truncated: BadZipFile
                 raise CheckpointError(
                     f"Checkpoint part {part} is unreadable ({exc}); delete that file to redo its rows."
                 ) from exc

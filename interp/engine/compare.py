@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from interp.core import validate
 from interp.engine.interventions import HeadIntervention
 from interp.engine.run import forward_last, generate
 from interp.model.loaded import LoadedModel
@@ -39,6 +40,7 @@ def next_token_table(
 
     Columns: rank; the base top-k tokens with their probability before and after; the intervened top-k tokens.
     """
+    k = validate.integer("k (tokens shown)", k, minimum=1, maximum=model.d_vocab)
     batch = model.tokenize([prompt, prompt], template)
     logits = forward_last(model, batch, [None, intervention]).logits.cpu()  # [2, d_vocab]
     logp = torch.log_softmax(logits.double(), -1)

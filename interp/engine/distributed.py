@@ -23,6 +23,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import os
+import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -30,8 +31,9 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from interp.core.errors import InterpError
+from interp.core.errors import InterpError, UsageError
 from interp.core.heads import parse_head
+from interp.engine.interventions import get_kind
 from interp.engine.sweep import ScoreFn, SweepResult, sweep
 from interp.model.loaded import LoadedModel
 from interp.model.loading import load_model, wrap_model
@@ -77,6 +79,21 @@ def split(n: int, parts: int) -> list[list[int]]:
     return [list(range(a, b)) for a, b in itertools.pairwise(bounds) if b > a]
 
 
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """A TCP connection to a Ray address ("host:port" or "ray://host:port") succeeds, or a clear error."""
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f'Ray address {address!r} is not "host:port", "ray://host:port" or "auto".')
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise InterpError(
+            f"Cannot reach the Ray cluster at {address} ({exc.strerror or exc}); check --address, or leave it "
+            "out to start a private local Ray."
+        ) from None
+
+
 def _run_shard(
     factory: Callable[[], LoadedModel], prompts: list[str], score_fn: ScoreFn, kwargs: dict[str, Any]
 ) -> dict[str, Any]:
@@ -114,6 +131,11 @@ def ray_sweep(
     checkpoint: each worker checkpoints to checkpoint/shard-<i> (a shared file system on a cluster).
     Other keyword arguments go to sweep (kind, alpha, eps, reference, template, batch_size, ...).
     """
+    # What a worker would refuse is refused here, before Ray starts (a worker's error is a remote traceback).
+    kind = sweep_kwargs.get("kind", "zero")
+    get_kind(kind)
+    if kind == "scale" and sweep_kwargs.get("alpha") is None:
+        raise UsageError('"scale" needs alpha (0 ablates, 1 leaves the head as is, > 1 reinforces).')
     ray = _require_ray()
     if shard not in ("prompts", "heads"):
         raise InterpError(f'shard must be "prompts" or "heads", got {shard!r}.')
@@ -129,6 +151,8 @@ def ray_sweep(
         if kwargs.get("kind") == "mean" and not kwargs.get("reference"):
             kwargs["reference"] = prompts  # the mean over all prompts, as in a single process
     if not ray.is_initialized():
+        if address and address != "auto":
+            _check_reachable(address)  # ray.init would retry an unreachable address for minutes
         # address=None starts a private local Ray ("local"), never joining a cluster another user left running.
         local_cpus = None if address else max(1, int(n_workers * num_cpus))
         ray.init(

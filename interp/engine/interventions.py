@@ -25,22 +25,25 @@ instead would hit every query head in the K/V group; we do not offer that route.
 from __future__ import annotations
 
 import contextlib
-import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 
 import torch
 
-from interp.core.errors import InterpError
-from interp.core.heads import Head
+from interp.core import validate
+from interp.core.errors import HeadLabelError, InterpError, UsageError
+from interp.core.heads import Head, parse_head
 from interp.engine.hookpoints import hooked, q_name, z_name
 
 if TYPE_CHECKING:
     from interp.model import LoadedModel
 
 InterventionKind = Literal["zero", "mean", "resample", "uniform", "scale"]
+# The largest |alpha| for "scale": head outputs are O(1-100), so beyond this float32 / bfloat16 activations
+# overflow to inf and every score turns NaN. Reinforcing factors in the literature are 1-10.
+MAX_ALPHA = 1e6
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -111,7 +114,7 @@ def register_kind(cls: type[Kind]) -> type[Kind]:
 
 def get_kind(name: str) -> Kind:
     if name not in _KINDS:
-        raise InterpError(f"Unknown intervention kind {name!r}; choose one of: {', '.join(_KINDS)}.")
+        raise UsageError(f"Unknown intervention kind {name!r}; choose one of: {', '.join(_KINDS)}.")
     return _KINDS[name]
 
 
@@ -245,14 +248,20 @@ class HeadIntervention:
 
     def __post_init__(self) -> None:
         spec = get_kind(self.kind)
-        heads = tuple(Head(*h) for h in self.heads)
+        if isinstance(self.heads, str | Head) or not isinstance(self.heads, Iterable):
+            raise HeadLabelError(
+                f"heads must be a tuple of heads, got {self.heads!r}; parse labels with parse_heads()."
+            )
+        heads = tuple(parse_head(h) for h in self.heads)
         if not heads:
             raise InterpError("An intervention needs at least one head.")
         object.__setattr__(self, "heads", heads)
-        if not math.isfinite(self.alpha):
-            raise InterpError(f"alpha must be a finite number, got {self.alpha}.")
-        if not 0 < self.eps < 1:
-            raise InterpError(f"eps must be in (0, 1), got {self.eps}.")
+        # Numbers, finite and in range: "0.1" or True would fail (or mean 1) deep inside a forward pass, and
+        # a factor like 1e38 overflows the activations, leaving NaN scores that read as "not scored".
+        alpha = validate.number("alpha", self.alpha, minimum=-MAX_ALPHA, maximum=MAX_ALPHA)
+        eps = validate.number("eps", self.eps, minimum=0, maximum=1, min_open=True, max_open=True)
+        object.__setattr__(self, "alpha", alpha)
+        object.__setattr__(self, "eps", eps)
         expected = spec.values_ndim
         if expected is not None and (self.values is None or self.values.ndim != expected):
             raise InterpError(

@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from interp.core.errors import InterpError
+from interp.core import validate
+from interp.core.errors import InterpError, UsageError
 from interp.core.heads import HeadLike
 from interp.core.progress import progress_iter
+from interp.core.prompts import check_prompts
 from interp.engine.hookpoints import (
     FINAL_HIDDEN,
     hooked,
@@ -28,7 +30,7 @@ from interp.engine.hookpoints import (
     teardown_start_at_layer,
     z_name,
 )
-from interp.engine.interventions import HeadIntervention, Rows, get_kind, intervene, intervention_hooks
+from interp.engine.interventions import MAX_ALPHA, HeadIntervention, Rows, get_kind, intervene, intervention_hooks
 
 if TYPE_CHECKING:
     from interp.model import LoadedModel, TokenBatch
@@ -52,18 +54,28 @@ def make_intervention(
     """
     spec = get_kind(kind)
     parsed = model.parse_heads(heads)
+    if kind == "scale" and alpha is None:
+        raise UsageError('"scale" needs alpha (0 ablates, 1 leaves the head as is, > 1 reinforces).')
+    # Numbers and prompts are checked before any forward pass (HeadIntervention checks them again).
+    alpha = 1.0 if alpha is None else validate.number("alpha", alpha, minimum=-MAX_ALPHA, maximum=MAX_ALPHA)
+    eps = validate.number("eps", eps, minimum=0, maximum=1, min_open=True, max_open=True)
     values = None
     if spec.needs == "reference":
+        if isinstance(reference, str):  # iterating a string would average over its characters
+            raise UsageError(
+                f"reference must be a list of prompts, got the string {reference!r}; pass [{reference!r}] for one "
+                "prompt, or load_prompts(name_or_file) for a set."
+            )
         if not reference:
-            raise InterpError(f'"{kind}" ablation needs reference prompts (the set the mean is taken over).')
-        values = head_means(model, model.tokenize(list(reference), template))
+            raise UsageError(f'"{kind}" ablation needs reference prompts (the set the mean is taken over).')
+        values = head_means(model, model.tokenize(check_prompts(reference), template))
     elif spec.needs == "source":
         if not source:
-            raise InterpError(f'"{kind}" ablation needs a source prompt to take the head outputs from.')
+            raise UsageError(f'"{kind}" ablation needs a source prompt to take the head outputs from.')
+        if not isinstance(source, str):
+            raise UsageError(f"source must be one prompt (a string), got {type(source).__name__}.")
         values = head_outputs(model, model.tokenize([source], template))[:, 0]
-    if kind == "scale" and alpha is None:
-        raise InterpError('"scale" needs alpha (0 ablates, 1 leaves the head as is, > 1 reinforces).')
-    return HeadIntervention(parsed, kind, 1.0 if alpha is None else float(alpha), eps, values)  # type: ignore[arg-type]
+    return HeadIntervention(parsed, kind, alpha, eps, values)  # type: ignore[arg-type]
 
 
 @torch.no_grad()

@@ -27,7 +27,9 @@ def load_image(image: Any) -> Any:
         try:
             with Image.open(path) as img:
                 return img.convert("RGB")
-        except (UnidentifiedImageError, OSError) as exc:
+        except Image.DecompressionBombError as exc:  # e.g. 20000 x 20000: refused before decoding
+            raise PromptError(f"{path} is too large to load as an image: {exc}") from None
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:  # PIL: SyntaxError on bad headers
             raise PromptError(f"{path} is not a readable image ({', '.join(IMAGE_SUFFIXES)}): {exc}") from exc
     array = np.asarray(image.detach().cpu() if hasattr(image, "detach") else image)
     if array.ndim == 2:

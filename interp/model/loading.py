@@ -27,8 +27,10 @@ from typing import Any
 import torch
 
 from interp.core.errors import ModelLoadError, unknown_name
-from interp.core.files import atomic_directory
+from interp.core.files import atomic_directory, remove_stale_temporaries
+from interp.core.validate import writable_dir
 from interp.model.bridge import boot_bridge, check_supported, quiet
+from interp.model.checks import check_device, check_safetensors, read_config
 from interp.model.loaded import LoadedModel
 from interp.model.registry import cache_dir, is_registered, locate, registered_names
 
@@ -41,9 +43,11 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
-    except RuntimeError as exc:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
         raise ModelLoadError(f"Unknown device {device!r}: use 'cpu', 'cuda' or 'cuda:N'.") from exc
+    check_device(dev, str(device))  # before loading: torch would fail later with an AssertionError
+    return dev
 
 
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
@@ -148,11 +152,11 @@ def _check_hf_dir(directory: Path) -> dict[str, Any]:
             f"{directory} is not a Hugging Face model directory: config.json is missing "
             "(expected config.json, *.safetensors and tokenizer files, as written by save_pretrained)."
         )
-    try:
-        config = json.loads(config_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelLoadError(f"{config_file} is not valid JSON: {exc.msg}.") from exc
-    if not list(directory.glob("*.safetensors")):
+    config = read_config(config_file)  # an object, UTF-8, well-formed "architectures"
+    weights = sorted(directory.glob("*.safetensors"))
+    for weight_file in weights:
+        check_safetensors(weight_file)  # a truncated file: one clear error, not a SafetensorError
+    if not weights:
         other = sorted(p.name for p in directory.glob("*.bin")) + sorted(p.name for p in directory.glob("*.pt*"))
         hint = (
             f" Found {', '.join(other)}: pickled weights are not loaded for safety; convert them to "
@@ -263,6 +267,9 @@ def gguf_to_cache(path: Path) -> Path:
         return target
     if importlib.util.find_spec("gguf") is None:
         raise ModelLoadError(f"Loading {path.name} needs the gguf package. Install it with:\n    pip install gguf")
+    # Before the long conversion: a cache we cannot write to fails now, and folders left by killed runs go.
+    writable_dir(target.parent, "The model cache", "Set INTERP_CACHE_DIR to a writable folder.")
+    remove_stale_temporaries(target.parent)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     log.warning("Converting %s to float weights (once; cached in %s)…", path.name, target)

@@ -19,15 +19,15 @@ order from one backward pass (attribution patching); "screen" verifies the top_k
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
-from interp.core.config import Config, TemplateName, positive
+from interp.core.config import OUTPUT_DIR, Config, TemplateName, positive
 from interp.core.errors import InterpError
 from interp.core.progress import Progress
 from interp.core.registry import register_metric
 from interp.core.results import HeadScores
-from interp.engine.interventions import InterventionKind
+from interp.engine.interventions import MAX_ALPHA, InterventionKind
 from interp.model.loaded import LoadedModel
 
 
@@ -49,7 +49,7 @@ class AblationKLConfig(Config):
     """Backward passes (Fisher eigen-directions) per prompt chunk for attribution of KL."""
     fisher_tokens: int = 512
     """Most likely tokens kept in the diagonal part of the Fisher (the tail mass is reported)."""
-    checkpoint: str | None = None
+    checkpoint: str | None = field(default=None, metadata=OUTPUT_DIR)
     """Directory for resumable progress of the exact sweep (re-run with the same value to resume)."""
     checkpoint_every: float = 60.0
     """Seconds between checkpoint writes."""
@@ -59,6 +59,8 @@ class AblationKLConfig(Config):
             positive(name, getattr(self, name))
         if not 0 < self.eps < 1:
             raise InterpError(f"eps must be in (0, 1), got {self.eps}.")
+        if abs(self.alpha) > MAX_ALPHA:  # larger factors overflow the activations: NaN scores, not an answer
+            raise InterpError(f"alpha must be in [-{MAX_ALPHA:g}, {MAX_ALPHA:g}], got {self.alpha:g}.")
         if self.checkpoint_every < 0:
             raise InterpError(f"checkpoint_every must be >= 0 seconds, got {self.checkpoint_every}.")
         if self.method != "exact" and self.kind == "resample":

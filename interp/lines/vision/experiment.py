@@ -17,13 +17,13 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from interp.core.config import Config, positive
+from interp.core.config import OUTPUT_DIR, Config, positive
 from interp.core.heads import Head
 from interp.core.progress import progress_iter
 from interp.engine.interventions import HeadIntervention
@@ -34,7 +34,7 @@ from interp.model.loaded import LoadedModel
 @dataclass(frozen=True)
 class ExperimentConfig(Config):
     model: str = "scenes-vlm"
-    out: str = "docs/vision_heads"
+    out: str = field(default="docs/vision_heads", metadata=OUTPUT_DIR)  # checked writable on construction
     eval_scenes: int = 100
     eval_seed: int = 20_000
     calib_scenes: int = 32

@@ -30,6 +30,7 @@ from typing import Literal
 
 import numpy as np
 
+from interp.core import validate
 from interp.core.errors import InterpError
 
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -173,6 +174,7 @@ def make_scenes(n: int, seed: int = 0, min_objects: int = 1, max_objects: int = 
     """n seeded scenes (the same n and seed always give the same scenes)."""
     if n < 1:
         raise InterpError(f"Need at least one scene, got n={n}.")
+    validate.integer("seed", seed, minimum=0)  # numpy refuses negative seeds with a ValueError
     rng = np.random.default_rng(seed)
     return [random_scene(rng, min_objects, max_objects) for _ in range(n)]
 

@@ -27,7 +27,7 @@ import os
 import platform
 import resource
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from interp.core.config import Config, positive
+from interp.core.config import OUTPUT_DIR, Config, positive
 from interp.core.errors import InterpError
 from interp.lines.vision.scenes import (
     CAPTION_PROMPT,
@@ -55,7 +55,7 @@ PAD_TOKEN = "\n"  # stage-1 target of the two image tokens of an empty cell
 @dataclass(frozen=True)
 class TrainConfig(Config):
     seed: int = 0
-    out: str = ""
+    out: str = field(default="", metadata=OUTPUT_DIR)  # checked writable on construction
     """Folder for the trained parts (default: data/vision_heads/scenes-vlm)."""
     threads: int = 1
     init: str = ""
