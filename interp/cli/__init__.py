@@ -50,6 +50,23 @@ def friendly_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+DEVICE_HELP = "auto (CUDA when this torch sees a GPU, else CPU) | cpu | cuda | cuda:N."
+DTYPE_HELP = "float32 (default) | bfloat16 | float16."
+
+
+def device_option() -> Any:
+    """--device for every command that loads a model (one definition, so they all read the same)."""
+    return typer.Option("auto", "--device", help=DEVICE_HELP)
+
+
+def dtype_option(default: str | None = None) -> Any:
+    """--dtype for every command that loads a model."""
+    return typer.Option(default, "--dtype", help=DTYPE_HELP)
+
+
+MODEL_HELP = "Model name (`interp models`), local directory, .gguf file, or hub id org/name."
+
+
 def parse_options(pairs: list[str]) -> dict[str, str]:
     options = {}
     for pair in pairs:

@@ -9,7 +9,16 @@ from pathlib import Path
 
 import typer
 
-from interp.cli import console, friendly_errors, parse_options, print_table, print_top
+from interp.cli import (
+    MODEL_HELP,
+    console,
+    device_option,
+    dtype_option,
+    friendly_errors,
+    parse_options,
+    print_table,
+    print_top,
+)
 from interp.core.errors import InterpError
 
 VISION_PROMPTS = ["Describe the image."]
@@ -53,7 +62,7 @@ def metrics() -> None:
 
 def scan(
     metric: str = typer.Argument(..., help="Metric name (see `interp metrics`)."),
-    model: str = typer.Option("default", "--model", "-m", help="Model name, local directory or .gguf file."),
+    model: str = typer.Option("default", "--model", "-m", help=MODEL_HELP),
     prompts: str | None = typer.Option(
         None,
         "--prompts",
@@ -70,8 +79,8 @@ def scan(
     limit: int | None = typer.Option(None, help="Use only the first N prompts."),
     options: list[str] = typer.Option([], "--set", "-s", help="Metric option key=value (repeatable)."),
     labels: str | None = typer.Option(None, help="Labelled prompts (JSONL) for metrics with a `labels` option."),
-    device: str | None = typer.Option(None, help="cpu, cuda, cuda:N (default: cuda if available)."),
-    dtype: str | None = typer.Option(None, help="float32 (default), bfloat16 or float16."),
+    device: str = device_option(),
+    dtype: str | None = dtype_option(),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Score every head of a model with METRIC and print the top heads."""
@@ -110,16 +119,17 @@ def scan(
 def show(
     path: Path = typer.Argument(..., help="A HeadScores JSON file."),
     top: int = typer.Option(10, help="How many top heads to print."),
-    html: Path | None = typer.Option(None, help="Also write the heatmap as a standalone HTML file."),
+    html: Path | None = typer.Option(None, help="Also write the heatmap as self-contained HTML (opens offline)."),
     csv: Path | None = typer.Option(None, help="Also write the long-form table as CSV."),
 ) -> None:
     """Print the top heads of a saved result (and export its heatmap / table)."""
+    from interp.core.figures import write_figure_html
     from interp.core.results import HeadScores
 
     result = HeadScores.load(path)
     print_top(result, top)
     if html is not None:
-        result.heatmap().write_html(html, include_plotlyjs="cdn")
+        write_figure_html(result.heatmap(), html)
         console.print(f"Wrote {html}")
     if csv is not None:
         result.to_frame().to_csv(csv, index=False)
@@ -129,7 +139,7 @@ def show(
 def ablate(
     heads: str = typer.Option(..., "--heads", help="Comma-separated head labels, e.g. L3H1,L5H0."),
     prompt: str = typer.Option(..., "--prompt", help="The prompt to generate from."),
-    model: str = typer.Option("default", "--model", "-m"),
+    model: str = typer.Option("default", "--model", "-m", help=MODEL_HELP),
     kind: str = typer.Option("zero", help="zero | mean | resample | uniform | scale."),
     alpha: float | None = typer.Option(None, help="Factor for --kind scale (0 ablates, > 1 reinforces)."),
     eps: float = typer.Option(1e-8, help="Query factor for --kind uniform."),
@@ -138,8 +148,8 @@ def ablate(
     max_new_tokens: int = typer.Option(48, help="Tokens to generate."),
     template: str = typer.Option("auto", help="auto | chat | raw | query."),
     top_tokens: int = typer.Option(5, help="Show this many most likely next tokens, before and after."),
-    device: str | None = typer.Option(None),
-    dtype: str | None = typer.Option(None),
+    device: str = device_option(),
+    dtype: str | None = dtype_option(),
 ) -> None:
     """Generate with and without an intervention on HEADS and print both side by side."""
     from interp.core.prompts import check_prompts, load_prompts
@@ -179,16 +189,21 @@ def app_script() -> Path:
 
 
 def run_app(
-    model: str = typer.Option("default", "--model", "-m", help="Model to load on start."),
+    model: str = typer.Option("default", "--model", "-m", help="Model to load on start (see scan --help)."),
     host: str = typer.Option("127.0.0.1", help="Address to bind (localhost by default; 0.0.0.0 exposes it)."),
     port: int = typer.Option(8501, help="Port."),
     headless: bool = typer.Option(True, "--headless/--browser", help="Do not try to open a browser."),
+    device: str = device_option(),
+    dtype: str | None = dtype_option(),
 ) -> None:
-    """Start the Streamlit head explorer."""
+    """Start the Streamlit head explorer (from Python on a model object: interp.app.serve(model))."""
     import importlib.util
+
+    from interp.model.loading import resolve_device, resolve_dtype
 
     if importlib.util.find_spec("streamlit") is None:
         raise InterpError('The app needs streamlit. Install it with:\n    pip install "interp[app]"')
+    resolve_device(device), resolve_dtype(dtype)  # a bad value fails here, not in the page
     cmd = [
         sys.executable,
         "-m",
@@ -206,6 +221,9 @@ def run_app(
         "--",
         "--model",
         model,
+        "--device",
+        device,
+        *(["--dtype", dtype] if dtype else []),
     ]
     console.print(f"Head explorer on http://{host}:{port} (model: {model}); Ctrl+C stops it.")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

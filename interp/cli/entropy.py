@@ -72,9 +72,9 @@ def report(
         rep.heads().to_csv(heads_csv, index=False)
         console.print(f"Wrote {heads_csv}")
     if html is not None:
-        figs = (rep.heatmap(), rep.distribution(), rep.class_bars())
-        parts = [f.to_html(full_html=False, include_plotlyjs="cdn" if i == 0 else False) for i, f in enumerate(figs)]
-        html.write_text("<html><body>" + "\n".join(parts) + "</body></html>", encoding="utf-8")
+        from interp.core.figures import write_figure_html
+
+        write_figure_html([rep.heatmap(), rep.distribution(), rep.class_bars()], html, title=title)
         console.print(f"Wrote {html}")
 
 

@@ -13,7 +13,7 @@ from typing import cast
 
 import typer
 
-from interp.cli import console, friendly_errors, parse_options, print_table
+from interp.cli import MODEL_HELP, console, device_option, dtype_option, friendly_errors, parse_options, print_table
 from interp.core.errors import InterpError
 
 
@@ -28,15 +28,15 @@ def probe(
         "-l",
         help='JSONL file, one {"prompt": ..., "label": ...} per line, or a built-in pair (harmful-harmless).',
     ),
-    model: str = typer.Option("default", "--model", "-m", help="Model name, local directory or .gguf file."),
+    model: str = typer.Option("default", "--model", "-m", help=MODEL_HELP),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write the HeadScores JSON (selectivity) here."),
     top: int = typer.Option(10, help="How many heads to print (highest selectivity first)."),
     limit: int | None = typer.Option(None, help="At most N prompts per class."),
     options: list[str] = typer.Option(
         [], "--set", "-s", help="Probe option key=value (control, position, n_components, folds, seed, C, ...)."
     ),
-    device: str | None = typer.Option(None, help="cpu, cuda, cuda:N (default: cuda if available)."),
-    dtype: str | None = typer.Option(None, help="float32 (default), bfloat16 or float16."),
+    device: str = device_option(),
+    dtype: str | None = dtype_option(),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Probe every head's output for LABELS; print accuracy, control and selectivity per head."""
