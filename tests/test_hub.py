@@ -308,3 +308,16 @@ def test_dtype_reaches_the_model_from_the_cli(tmp_path):
     assert HeadScores.load(out).provenance["dtype"] == "torch.bfloat16"
     code, output = cli("scan", "ablation-kl", "--model", "tiny-llama", "--dtype", "float64", "--no-progress")
     assert code == 2 and 'Unknown dtype "float64"' in output
+
+
+def test_without_a_network_a_cached_model_still_loads_when_downloads_are_allowed(online, monkeypatch):
+    """HF_HUB_OFFLINE unset but the hub unreachable: the pre-download check is skipped, the cache decides."""
+    from huggingface_hub import HfApi
+
+    def unreachable(self, repo_id, revision=None):
+        raise ConnectionError("no route to huggingface.co")
+
+    snapshot = write_to_hub_cache(online, "org/cached", *build_tiny("llama"))
+    monkeypatch.setattr(HfApi, "list_repo_files", unreachable)
+    monkeypatch.setattr("huggingface_hub.snapshot_download", lambda repo_id, **kwargs: str(snapshot))
+    assert interp.load_model("org/cached").source == f"hub org/cached@{COMMIT}"

@@ -46,7 +46,7 @@ def models() -> None:
         for m in list_models()
     ]
     print_table(
-        "Models (or pass a local model directory / .gguf file)",
+        "Models (or pass a local model directory, a .gguf file or a hub id org/name)",
         ["name", "aliases", "description", "size", "source", "installed"],
         rows,
     )

@@ -62,14 +62,14 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     except (RuntimeError, ValueError) as exc:
         raise ModelLoadError(f"Unknown device {device!r}: use {DEVICE_CHOICES}.") from exc
     if dev.type == "cuda":
-        if torch.version.cuda is None:
+        if torch.version.cuda is None and getattr(torch.version, "hip", None) is None:  # ROCm also says "cuda"
             raise ModelLoadError(
                 f"Device {device!r} needs CUDA, but this torch ({torch.__version__}) is a CPU-only build: "
-                f"use --device cpu (or auto), or install a CUDA build of torch."
+                'use device "cpu" or "auto", or install a CUDA build of torch.'
             )
         count = torch.cuda.device_count()
         if count == 0:
-            raise ModelLoadError(f"Device {device!r}: this torch has CUDA but sees no GPU; use --device cpu or auto.")
+            raise ModelLoadError(f'Device {device!r}: this torch has CUDA but sees no GPU; use "cpu" or "auto".')
         if dev.index is not None and dev.index >= count:
             raise ModelLoadError(f"Device {device!r}: only {count} GPU(s) visible (cuda:0 … cuda:{count - 1}).")
     elif dev.type not in ("cpu", "mps", "xpu", "meta"):
@@ -236,6 +236,7 @@ def hub_snapshot(repo_id: str, revision: str | None = None) -> tuple[Path, str |
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
+        IncompleteSnapshotError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
@@ -266,6 +267,11 @@ def hub_snapshot(repo_id: str, revision: str | None = None) -> tuple[Path, str |
         ) from exc
     except RevisionNotFoundError as exc:
         raise ModelLoadError(f"{repo_id} has no revision {revision!r}.") from exc
+    except IncompleteSnapshotError as exc:
+        raise ModelLoadError(
+            f"The cached copy of {repo_id}{at} in {cache} is incomplete (an interrupted download?); complete it with "
+            f"`{hub_fetch_command(repo_id, revision)}`."
+        ) from exc
     except LocalEntryNotFoundError as exc:
         why = "HF_HUB_OFFLINE is set" if offline else "the hub could not be reached"
         raise ModelLoadError(
@@ -284,8 +290,15 @@ def hub_snapshot(repo_id: str, revision: str | None = None) -> tuple[Path, str |
 def _refuse_pickled_only(repo_id: str, revision: str | None) -> None:
     """Before any download: a repo whose weights are only pickled (*.bin, *.pt…) is refused with the reason."""
     from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 
-    files = HfApi().list_repo_files(repo_id, revision=revision)
+    try:
+        files = HfApi().list_repo_files(repo_id, revision=revision)
+    except (GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError):
+        raise  # hub_snapshot words these
+    except Exception as exc:  # no network, proxy, hub down: the cache may still hold the model, so go on
+        log.debug("Listing %s failed (%s); trying the cache.", repo_id, exc)
+        return
     if any(f.endswith(".safetensors") for f in files):
         return
     pickled = sorted(f for f in files if f.lower().endswith(_PICKLED))
