@@ -5,6 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip
 MODEL ?= default
+# The app and the tests never reach a model hub here (the package itself leaves the network to the user):
+# `make app MODEL=org/name HF_HUB_OFFLINE=0` lets the app download a hub id into the Hugging Face cache.
+HF_HUB_OFFLINE ?= 1
+export HF_HUB_OFFLINE
 
 .PHONY: install app test lint format bench clean-cache vision-vlm vision-experiment icl-experiment rfa-experiment entropy-experiment e2e-deps testbed testbed-small safety-run safety-run-small perf-bench
 

@@ -2,6 +2,8 @@
 
 Run with `make app`, `interp app --model M` (binds to 127.0.0.1), or
 `streamlit run apps/head_explorer.py -- --model default`. The start-up model can also come from $INTERP_APP_MODEL.
+From Python on a model object (a TransformerBridge, an HF model, a LoadedModel): `interp.app.serve(model)`, which
+runs this page in that process; the object is then the first choice in the model picker.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ LOCAL_PATH = "Local path…"
 
 @st.cache_resource(show_spinner="Loading model… (the first load of the default model converts it: ~1 min)")
 def get_model(spec: str) -> interp.LoadedModel:
-    return interp.load_model(spec)
+    return interp.load_model(spec, **sup.startup_load_options(sys.argv[1:]))  # --device / --dtype of `interp app`
 
 
 @st.cache_resource(show_spinner=False)
@@ -44,26 +46,30 @@ def sidebar_model() -> tuple[str, interp.LoadedModel | None]:
     state = st.session_state
     st.sidebar.header("Model")
     installed, missing = model_catalogue()
-    if "model_choice" not in state:  # first run: pre-select the start-up model (--model / $INTERP_APP_MODEL)
+    launched = sup.launched_models()  # model objects handed over by interp.app.serve
+    if "model_choice" not in state:  # first run: the object from Python, else --model / $INTERP_APP_MODEL
         start = sup.startup_model(sys.argv[1:])
         name = sup.canonical_model_name(start)
-        state.model_choice = name if name in installed else LOCAL_PATH
-        state.model_path = "" if name in installed else start
-    choice = st.sidebar.selectbox("Model", [*installed, LOCAL_PATH], key="model_choice")
+        if launched:
+            state.model_choice, state.model_path = next(iter(launched)), ""
+        else:
+            state.model_choice = name if name in installed else LOCAL_PATH
+            state.model_path = "" if name in installed else start
+    choice = st.sidebar.selectbox("Model", [*launched, *installed, LOCAL_PATH], key="model_choice")
     spec = choice
     if choice == LOCAL_PATH:
         spec = st.sidebar.text_input(
-            "Model directory or .gguf file", key="model_path", placeholder="/path/to/hf-model-dir"
+            "Model directory, .gguf file or hub id", key="model_path", placeholder="/path/to/hf-model-dir or org/name"
         ).strip()
     if missing:
         with st.sidebar.expander(f"{len(missing)} optional model(s) not installed"):
             for row in missing:
                 st.markdown(f"**{row['name']}** — {row['description']}  \n`{row['install']}`")
     if not spec:
-        st.sidebar.info("Enter the path of a Hugging Face model directory or a .gguf file.")
+        st.sidebar.info("Enter the path of a Hugging Face model directory or a .gguf file, or a hub id (org/name).")
         return spec, None
     with tabs.friendly():
-        model = get_model(spec)
+        model = launched[spec] if spec in launched else get_model(spec)
         info = model.info()
         st.sidebar.caption(
             f"**{info['name']}** · {info['architecture']}  \n{info['n_layers']} layers × {info['n_heads']} heads "

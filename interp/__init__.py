@@ -1,20 +1,18 @@
-"""interp: score, inspect and intervene on the attention heads of real models, offline.
+"""interp: score, inspect and intervene on the attention heads of real models.
 
 import interp
-model = interp.load_model("default")             # SmolLM2-135M-Instruct, shipped on PyPI
+model = interp.load_model("default")             # SmolLM2-135M-Instruct, shipped on PyPI (or "org/name", a path)
 result = interp.scan("ablation-kl", model, interp.load_prompts("short"))
 result.top(5); result.heatmap().show()
 with interp.intervene(model, interp.make_intervention(model, "L3H1", "zero")):
     ...
+interp.scan("ablation-kl", bridge, prompts)      # a TransformerBridge you booted, or (hf_model, tokenizer)
+
+Importing interp changes nothing in the process: no environment variables, no torch settings. Whether a hub
+id may be downloaded is the user's environment's call (HF_HUB_OFFLINE); the tests and CI set it themselves.
 """
 
 from __future__ import annotations
-
-import os
-
-# Nothing in this toolkit may reach a model hub: make transformers / huggingface_hub fail fast instead.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from interp import lines as _lines  # noqa: F401  (registers every research line's metrics)
 from interp.core.errors import InterpError
@@ -25,6 +23,7 @@ from interp.core.results import HeadScores
 from interp.engine.interventions import HeadIntervention, intervene
 from interp.engine.run import capture, generate, head_outputs, make_intervention
 from interp.engine.sweep import sweep
+from interp.model.adopt import as_loaded_model
 from interp.model.loaded import LoadedModel
 from interp.model.loading import load_model, wrap_model
 from interp.model.registry import list_models
@@ -37,6 +36,7 @@ __all__ = [
     "HeadScores",
     "InterpError",
     "LoadedModel",
+    "as_loaded_model",
     "capture",
     "generate",
     "get_metric",

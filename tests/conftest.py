@@ -1,6 +1,16 @@
-"""Shared fixtures: tiny random models (seconds) and the embedded default model (loaded once per session)."""
+"""Shared fixtures: tiny random models (seconds) and the embedded default model (loaded once per session).
+
+The tests never reach a model hub: this file turns huggingface_hub / transformers offline for the test
+process (and the notebook kernels, app servers and CLI subprocesses it starts) before anything imports them.
+The package itself sets nothing (tests/test_hub.py checks that importing interp leaves os.environ alone).
+"""
 
 from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 import pytest
 

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from interp.core import figures
 from interp.core.config import Config, _is_optional
 from interp.core.errors import InterpError, PromptError, ResultsFileError
 from interp.core.heads import Head
@@ -66,6 +67,36 @@ def startup_model(argv: Sequence[str], environ: Mapping[str, str] = os.environ) 
     parser.add_argument("--model", default=None)
     args, _ = parser.parse_known_args(list(argv))
     return args.model or environ.get(MODEL_ENV) or "default"
+
+
+_LAUNCHED: dict[str, LoadedModel] = {}
+
+
+def launch_model(model: LoadedModel) -> str:
+    """Offer a model object in the app's model picker (interp.app.serve); returns its key there."""
+    for key, known in _LAUNCHED.items():
+        if known is model:
+            return key
+    key, n = f"{model.name} (from Python)", 1
+    while key in _LAUNCHED:  # another object under the same name: the app's caches are keyed by this string
+        n += 1
+        key = f"{model.name} (from Python, {n})"
+    _LAUNCHED[key] = model
+    return key
+
+
+def launched_models() -> dict[str, LoadedModel]:
+    """Model objects handed to the app from Python, newest first (the page preselects the first)."""
+    return dict(reversed(_LAUNCHED.items()))
+
+
+def startup_load_options(argv: Sequence[str]) -> dict[str, str | None]:
+    """device / dtype for the start-up model: `--device X --dtype Y` after `--` on the command line."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--dtype", default=None)
+    args, _ = parser.parse_known_args(list(argv))
+    return {"device": args.device, "dtype": args.dtype}
 
 
 def installed_models() -> tuple[list[str], list[dict[str, Any]]]:
@@ -257,8 +288,8 @@ def result_csv(result: HeadScores) -> str:
 
 
 def figure_html(fig: go.Figure) -> str:
-    """A standalone HTML page with plotly.js embedded, so it opens offline."""
-    return fig.to_html(include_plotlyjs=True, full_html=True)
+    """A standalone HTML page with plotly.js embedded, so it opens offline (interp.core.figures)."""
+    return figures.figure_html(fig)
 
 
 # ---------------------------------------------------------------------------------------------------------

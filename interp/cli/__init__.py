@@ -233,6 +233,23 @@ def run_child(cmd: list[str], env: dict[str, str] | None = None, grace_s: float 
                 child.wait()
 
 
+DEVICE_HELP = "auto (CUDA when this torch sees a GPU, else CPU) | cpu | cuda | cuda:N."
+DTYPE_HELP = "float32 (default) | bfloat16 | float16."
+
+
+def device_option() -> Any:
+    """--device for every command that loads a model (one definition, so they all read the same)."""
+    return typer.Option("auto", "--device", help=DEVICE_HELP)
+
+
+def dtype_option(default: str | None = None) -> Any:
+    """--dtype for every command that loads a model."""
+    return typer.Option(default, "--dtype", help=DTYPE_HELP)
+
+
+MODEL_HELP = "Model name (`interp models`), local directory, .gguf file, or hub id org/name."
+
+
 def parse_options(pairs: list[str]) -> dict[str, str]:
     options = {}
     for pair in pairs:

@@ -9,8 +9,11 @@ from pathlib import Path
 import typer
 
 from interp.cli import (
+    MODEL_HELP,
     checked,
     console,
+    device_option,
+    dtype_option,
     friendly_errors,
     parse_options,
     print_table,
@@ -47,7 +50,7 @@ def models() -> None:
         for m in list_models()
     ]
     print_table(
-        "Models (or pass a local model directory / .gguf file)",
+        "Models (or pass a local model directory, a .gguf file or a hub id org/name)",
         ["name", "aliases", "description", "size", "source", "installed"],
         rows,
     )
@@ -63,7 +66,7 @@ def metrics() -> None:
 
 def scan(
     metric: str = typer.Argument(..., help="Metric name (see `interp metrics`)."),
-    model: str = typer.Option("default", "--model", "-m", help="Model name, local directory or .gguf file."),
+    model: str = typer.Option("default", "--model", "-m", help=MODEL_HELP),
     prompts: str | None = typer.Option(
         None,
         "--prompts",
@@ -82,8 +85,8 @@ def scan(
     limit: int | None = typer.Option(None, help="Use only the first N prompts."),
     options: list[str] = typer.Option([], "--set", "-s", help="Metric option key=value (repeatable)."),
     labels: str | None = typer.Option(None, help="Labelled prompts (JSONL) for metrics with a `labels` option."),
-    device: str | None = typer.Option(None, help="cpu, cuda, cuda:N (default: cuda if available)."),
-    dtype: str | None = typer.Option(None, help="float32 (default), bfloat16 or float16."),
+    device: str = device_option(),
+    dtype: str | None = dtype_option(),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Score every head of a model with METRIC and print the top heads."""
@@ -124,18 +127,18 @@ def show(
     path: Path = typer.Argument(..., help="A HeadScores JSON file."),
     top: int = typer.Option(10, help="How many top heads to print."),
     html: Path | None = checked(
-        typer.Option(None, help="Also write the heatmap as a standalone HTML file."), writable_file()
+        typer.Option(None, help="Also write the heatmap as self-contained HTML (opens offline)."), writable_file()
     ),
     csv: Path | None = checked(typer.Option(None, help="Also write the long-form table as CSV."), writable_file()),
 ) -> None:
     """Print the top heads of a saved result (and export its heatmap / table)."""
+    from interp.core.figures import write_figure_html
     from interp.core.files import atomic_write
     from interp.core.results import HeadScores
 
     result = HeadScores.load(path)
     if html is not None:
-        page = result.heatmap().to_html(include_plotlyjs="cdn")
-        atomic_write(html, lambda fh: fh.write(page), text=True)
+        write_figure_html(result.heatmap(), html)
     if csv is not None:
         table = result.to_frame().to_csv(index=False)
         atomic_write(csv, lambda fh: fh.write(table), text=True)
@@ -148,7 +151,7 @@ def show(
 def ablate(
     heads: str = typer.Option(..., "--heads", help="Comma-separated head labels, e.g. L3H1,L5H0."),
     prompt: str = typer.Option(..., "--prompt", help="The prompt to generate from."),
-    model: str = typer.Option("default", "--model", "-m"),
+    model: str = typer.Option("default", "--model", "-m", help=MODEL_HELP),
     kind: str = typer.Option("zero", help="zero | mean | resample | uniform | scale."),
     alpha: float | None = typer.Option(None, help="Factor for --kind scale (0 ablates, > 1 reinforces)."),
     eps: float = typer.Option(1e-8, help="Query factor for --kind uniform."),
@@ -157,8 +160,8 @@ def ablate(
     max_new_tokens: int = typer.Option(48, help="Tokens to generate."),
     template: str = typer.Option("auto", help="auto | chat | raw | query | paper."),
     top_tokens: int = typer.Option(5, help="Show this many most likely next tokens, before and after."),
-    device: str | None = typer.Option(None),
-    dtype: str | None = typer.Option(None),
+    device: str = device_option(),
+    dtype: str | None = dtype_option(),
 ) -> None:
     """Generate with and without an intervention on HEADS and print both side by side."""
     from interp.core.prompts import check_prompts, load_prompts
@@ -208,16 +211,21 @@ def app_script() -> Path:
 
 
 def run_app(
-    model: str = typer.Option("default", "--model", "-m", help="Model to load on start."),
+    model: str = typer.Option("default", "--model", "-m", help="Model to load on start (see scan --help)."),
     host: str = typer.Option("127.0.0.1", help="Address to bind (localhost by default; 0.0.0.0 exposes it)."),
     port: int = typer.Option(8501, help="Port."),
     headless: bool = typer.Option(True, "--headless/--browser", help="Do not try to open a browser."),
+    device: str = device_option(),
+    dtype: str | None = dtype_option(),
 ) -> None:
-    """Start the Streamlit head explorer."""
+    """Start the Streamlit head explorer (from Python on a model object: interp.app.serve(model))."""
     import importlib.util
+
+    from interp.model.loading import resolve_device, resolve_dtype
 
     if importlib.util.find_spec("streamlit") is None:
         raise InterpError('The app needs streamlit. Install it with:\n    pip install "interp[app]"')
+    resolve_device(device), resolve_dtype(dtype)  # a bad value fails here, not in the page
     cmd = [
         sys.executable,
         "-m",
@@ -235,6 +243,9 @@ def run_app(
         "--",
         "--model",
         model,
+        "--device",
+        device,
+        *(["--dtype", dtype] if dtype else []),
     ]
     console.print(f"Head explorer on http://{host}:{port} (model: {model}); Ctrl+C stops it.")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -51,11 +51,10 @@ def report(
     if heads_csv is not None:
         heads_text = rep.heads().to_csv(index=False)
         atomic_write(heads_csv, lambda fh: fh.write(heads_text), text=True)
-    if html is not None:
-        figs = (rep.heatmap(), rep.distribution(), rep.class_bars())
-        parts = [f.to_html(full_html=False, include_plotlyjs="cdn" if i == 0 else False) for i, f in enumerate(figs)]
-        page = "<html><body>" + "\n".join(parts) + "</body></html>"
-        atomic_write(html, lambda fh: fh.write(page), text=True)
+    if html is not None:  # self-contained: plotly.js embedded, so the page opens offline
+        from interp.core.figures import write_figure_html
+
+        write_figure_html([rep.heatmap(), rep.distribution(), rep.class_bars()], html, title=str(path.name))
     rows = [
         [
             int(r.layer),

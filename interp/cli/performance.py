@@ -8,11 +8,21 @@ Attribution and screen-then-verify are options of the metrics themselves:
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import typer
 
-from interp.cli import checked, friendly_errors, print_top, writable_file, writable_folder, wrote
+from interp.cli import (
+    checked,
+    device_option,
+    dtype_option,
+    friendly_errors,
+    print_top,
+    writable_file,
+    writable_folder,
+    wrote,
+)
 from interp.core import validate
 from interp.core.errors import UsageError
 
@@ -22,7 +32,7 @@ def register(app: typer.Typer) -> None:
 
 
 def ray_sweep_cmd(
-    model: str = typer.Option("default", "--model", "-m", help="Model name or path (every worker loads it)."),
+    model: str = typer.Option("default", "--model", "-m", help="Model name, path or hub id (every worker loads it)."),
     prompts: str = typer.Option("short", "--prompts", "-p", help="Prompts file or built-in set."),
     limit: int | None = typer.Option(None, help="Use only the first N prompts."),
     kind: str = typer.Option("zero", help="zero | mean | resample | uniform | scale."),
@@ -41,6 +51,8 @@ def ray_sweep_cmd(
         typer.Option(None, "--out", "-o", help="Write the HeadScores JSON here."), writable_file(".json")
     ),
     top: int = typer.Option(10, help="How many top heads to print."),
+    device: str = device_option(),
+    dtype: str | None = dtype_option(),
 ) -> None:
     """Score every head by ablation-KL with the sweep split across Ray workers; reduce to one HeadScores."""
     from interp.core.prompts import load_prompts
@@ -49,6 +61,7 @@ def ray_sweep_cmd(
     from interp.engine.distributed import ray_sweep
     from interp.engine.interventions import MAX_ALPHA, get_kind
     from interp.engine.sweep import kl_per_prompt
+    from interp.model.loading import load_model, resolve_device, resolve_dtype
 
     # Everything the workers would refuse, refused here first (a worker's error arrives as a remote traceback).
     get_kind(kind)
@@ -63,8 +76,9 @@ def ray_sweep_cmd(
     validate.number("--cpus", cpus, minimum=0, min_open=True)
     validate.number("--gpus", gpus, minimum=0)
     prompt_list = load_prompts(prompts, limit)
+    resolve_device(device), resolve_dtype(dtype)  # a bad --device / --dtype fails here, not in every worker
     result = ray_sweep(
-        model,
+        functools.partial(load_model, model, device, dtype),  # what each worker runs to load the model
         prompt_list,
         kl_per_prompt,
         shard=shard,  # type: ignore[arg-type]

@@ -13,7 +13,17 @@ from typing import cast
 
 import typer
 
-from interp.cli import checked, friendly_errors, parse_options, print_table, writable_file, wrote
+from interp.cli import (
+    MODEL_HELP,
+    checked,
+    device_option,
+    dtype_option,
+    friendly_errors,
+    parse_options,
+    print_table,
+    writable_file,
+    wrote,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -27,7 +37,7 @@ def probe(
         "-l",
         help='JSONL file, one {"prompt": ..., "label": ...} per line, or a built-in pair (harmful-harmless).',
     ),
-    model: str = typer.Option("default", "--model", "-m", help="Model name, local directory or .gguf file."),
+    model: str = typer.Option("default", "--model", "-m", help=MODEL_HELP),
     out: Path | None = checked(
         typer.Option(None, "--out", "-o", help="Write the HeadScores JSON (selectivity) here."), writable_file(".json")
     ),
@@ -36,8 +46,8 @@ def probe(
     options: list[str] = typer.Option(
         [], "--set", "-s", help="Probe option key=value (control, position, n_components, folds, seed, C, ...)."
     ),
-    device: str | None = typer.Option(None, help="cpu, cuda, cuda:N (default: cuda if available)."),
-    dtype: str | None = typer.Option(None, help="float32 (default), bfloat16 or float16."),
+    device: str = device_option(),
+    dtype: str | None = dtype_option(),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Probe every head's output for LABELS; print accuracy, control and selectivity per head."""

@@ -13,8 +13,20 @@ from pathlib import Path
 
 import typer
 
-from interp.cli import checked, console, friendly_errors, print_table, print_top, writable_file, writable_folder, wrote
-from interp.core.errors import UsageError
+from interp.cli import (
+    MODEL_HELP,
+    checked,
+    console,
+    device_option,
+    dtype_option,
+    friendly_errors,
+    print_table,
+    print_top,
+    writable_file,
+    writable_folder,
+    wrote,
+)
+from interp.core.errors import InterpError, UsageError
 
 safety_app = typer.Typer(help="Safety heads: Sahara group search, attack success rate, the recorded testbed run.")
 
@@ -28,8 +40,9 @@ def register(app: typer.Typer) -> None:
 
 
 def run(
-    model: str = typer.Option("testbed", "--model", "-m", help="Model name, local directory or .gguf file."),
-    dtype: str = typer.Option("float32", help="float32 | bfloat16 (bfloat16 is ~2x faster on CPUs with bf16)."),
+    model: str = typer.Option("testbed", "--model", "-m", help=MODEL_HELP),
+    device: str = device_option(),
+    dtype: str = typer.Option("float32", help="float32 | bfloat16 (~2x faster on CPUs with bf16) | float16."),
     out: Path = checked(
         typer.Option(Path("docs/safety_heads"), "--out", "-o", help="Folder for every stage's files."),
         writable_folder(),
@@ -83,8 +96,9 @@ def run(
         return
     run_all(
         RunOptions(
-            model=model, dtype=dtype, out=out, scan=scan, eval=eval_, harmless=harmless, template=template,
-            ablation=ablation, eps=eps, steps=steps, candidates=candidates, max_new_tokens=max_new_tokens,
+            model=model, device=device, dtype=dtype, out=out, scan=scan, eval=eval_, harmless=harmless,
+            template=template, ablation=ablation, eps=eps, steps=steps, candidates=candidates,
+            max_new_tokens=max_new_tokens,
             harmless_max_new_tokens=harmless_max_new_tokens, min_tokens=min_tokens, batch_size=batch_size,
             gen_batch_size=gen_batch_size, seed=seed, budget_s=budget_s, progress=progress,
             stages=tuple(v.strip() for v in stages.split(",") if v.strip()), per_query=per_query,
@@ -95,7 +109,7 @@ def run(
 
 
 def sahara(
-    model: str = typer.Option("default", "--model", "-m", help="Model name, local directory or .gguf file."),
+    model: str = typer.Option("default", "--model", "-m", help=MODEL_HELP),
     prompts: str = typer.Option("advbench", "--prompts", "-p", help="Harmful prompts (file or built-in set)."),
     limit: int | None = typer.Option(8, help="Use only the first N prompts."),
     steps: int = typer.Option(3, help="Heads in the group (1-5)."),
@@ -108,8 +122,8 @@ def sahara(
     out: Path | None = checked(
         typer.Option(None, "--out", "-o", help="Write the HeadScores JSON here."), writable_file(".json")
     ),
-    device: str | None = typer.Option(None),
-    dtype: str | None = typer.Option(None),
+    device: str = device_option(),
+    dtype: str | None = dtype_option(),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Greedy search for a group of safety heads (Sahara) by dataset-level Ships."""
@@ -145,7 +159,7 @@ def sahara(
 
 def asr(
     heads: str = typer.Option(..., "--heads", help="Heads to ablate together, e.g. L3H4,L5H1."),
-    model: str = typer.Option("default", "--model", "-m"),
+    model: str = typer.Option("default", "--model", "-m", help=MODEL_HELP),
     prompts: str = typer.Option("advbench", "--prompts", "-p", help="Harmful prompts (file or built-in set)."),
     offset: int = typer.Option(0, help="Skip the first N prompts (e.g. those used to find the heads)."),
     limit: int = typer.Option(100, help="Evaluate N prompts."),
@@ -167,8 +181,8 @@ def asr(
     out_dir: Path | None = checked(
         typer.Option(None, "--out-dir", help="Write asr_*.csv/json (and harmless_*) here."), writable_folder()
     ),
-    device: str | None = typer.Option(None),
-    dtype: str | None = typer.Option(None),
+    device: str = device_option(),
+    dtype: str | None = dtype_option(),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Attack success rate with and without ablating HEADS (greedy generation), plus the harmless-side cost."""

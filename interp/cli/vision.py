@@ -13,7 +13,17 @@ from pathlib import Path
 
 import typer
 
-from interp.cli import checked, console, friendly_errors, print_table, writable_folder, wrote
+from interp.cli import (
+    MODEL_HELP,
+    checked,
+    console,
+    device_option,
+    dtype_option,
+    friendly_errors,
+    print_table,
+    writable_folder,
+    wrote,
+)
 from interp.core.errors import UsageError
 
 vision_app = typer.Typer(
@@ -57,19 +67,23 @@ def train(
 def experiment(
     options: list[str] = typer.Option([], "--set", "-s", help="Override an ExperimentConfig field, key=value."),
     threads: int | None = typer.Option(None, help="torch threads (default: torch's choice)."),
+    device: str = device_option(),
+    dtype: str = dtype_option("float32"),
 ) -> None:
     """QA accuracy, VHD-head ablation vs random heads, CHAIR with/without VHR, T-VHD (docs/vision_heads.md)."""
     from interp.cli import parse_options
     from interp.lines.vision.experiment import ExperimentConfig, run
+    from interp.model.loading import resolve_device, resolve_dtype
 
-    config = ExperimentConfig.from_strings(parse_options(options))
+    resolve_device(device), resolve_dtype(dtype)  # fail now, not after the run has started
+    config = ExperimentConfig.from_strings({"device": device, "dtype": dtype, **parse_options(options)})
     _threads(threads)
     run(config)
 
 
 def generate(
     prompt: str = typer.Option(..., "--prompt", help="The prompt (asked about each image)."),
-    model: str = typer.Option("default", "--model", "-m"),
+    model: str = typer.Option("default", "--model", "-m", help=MODEL_HELP),
     image: list[str] = typer.Option([], "--image", help="An image file (repeatable)."),
     images: str | None = typer.Option(None, "--images", help='A folder of images, or "scenes" (generated).'),
     n_images: int = typer.Option(4, help='How many images from --images (all of a folder: 0; "scenes": >= 1).'),
@@ -82,8 +96,8 @@ def generate(
     max_new_tokens: int = typer.Option(48, help="Tokens to generate."),
     template: str = typer.Option("auto", help="auto | chat | raw | query | paper."),
     seed: int = typer.Option(0, help="Seed of the generated scenes for --images scenes."),
-    device: str | None = typer.Option(None),
-    dtype: str | None = typer.Option(None),
+    device: str = device_option(),
+    dtype: str | None = dtype_option(),
 ) -> None:
     """Generate an answer (per image for a vision-language model), with and without VHR."""
     from interp.core.prompts import check_prompts

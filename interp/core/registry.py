@@ -9,10 +9,16 @@ A duplicate name is refused: a second metric under one name would silently repla
 Each metric says which end of its scale marks the important heads (`direction`): "high" (largest first, e.g.
 KL when the head is knocked out) or "low" (most negative first, e.g. the signed change of log p(top-1) when
 the head is knocked out). `HeadScores.top()`, the CLI and the app rank by it.
+
+Bring your own model: `run_metric` and every registered analyzer accept whatever `as_loaded_model` accepts (a
+LoadedModel, a TransformerLens TransformerBridge, or an HF model with its tokenizer). That function lives in
+the model layer, above this one, so interp.model installs it here on import (`set_model_adapter`); until then
+models pass through unchanged.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -55,6 +61,20 @@ class MetricInfo:
 
 _METRICS: dict[str, MetricInfo] = {}
 
+ModelAdapter = Callable[[Any, Any], Any]
+"""(model object, tokenizer or None) -> LoadedModel: interp.model.adopt.as_loaded_model."""
+_ADAPTER: list[ModelAdapter] = []
+
+
+def set_model_adapter(adapter: ModelAdapter) -> None:
+    """Install the model layer's `as_loaded_model` (called once, by interp.model on import)."""
+    _ADAPTER[:] = [adapter]
+
+
+def adapt_model(model: Any, tokenizer: Any = None) -> Any:
+    """The LoadedModel for any model object the caller has (see the module doc)."""
+    return _ADAPTER[0](model, tokenizer) if _ADAPTER else model
+
 
 def register_metric(
     name: str,
@@ -69,8 +89,14 @@ def register_metric(
     def decorator(fn: Analyzer) -> Analyzer:
         if name in _METRICS:
             raise InterpError(f"A metric named {name!r} is already registered ({_METRICS[name].fn.__module__}).")
-        _METRICS[name] = MetricInfo(name, config_cls, fn, description, modality, direction)
-        return fn
+
+        # The analyzer as registered and as its module exports it: any model object is adapted first.
+        @functools.wraps(fn)
+        def analyzer(model: Any, *args: Any, **kwargs: Any) -> Any:
+            return fn(adapt_model(model), *args, **kwargs)
+
+        _METRICS[name] = MetricInfo(name, config_cls, analyzer, description, modality, direction)
+        return analyzer
 
     return decorator
 
@@ -105,11 +131,16 @@ def run_metric(
     prompts: Sequence[str],
     config: Config | None = None,
     progress: Progress = True,
+    *,
+    tokenizer: Any = None,
     **options: Any,
 ) -> Any:
-    """Run a registered analyzer on a LoadedModel; `options` are its config fields (ignored when `config` is
-    given). Returns its HeadScores."""
+    """Run a registered analyzer (`interp.scan`); `options` are its config fields (ignored when `config` is
+    given). Returns its HeadScores.
+
+    model: a LoadedModel, a TransformerBridge, an HF model with `tokenizer=`, or (hf_model, tokenizer)."""
     info = get_metric(name)
+    model = adapt_model(model, tokenizer)
     check_applicable(info, model)
     cfg = config if config is not None else info.make_config(options)
     if not isinstance(cfg, info.config_cls):

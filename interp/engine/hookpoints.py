@@ -56,8 +56,10 @@ def hooked(model: LoadedModel, fwd_hooks: Sequence[tuple[str, Callable]]) -> Ite
 def hook_count(model: LoadedModel) -> int:
     """Forward hooks currently attached to the bridge's hook points (0 when nothing is attached).
 
-    Reads HookPoint._forward_hooks (torch private): TransformerLens offers no public count."""
-    return sum(len(hp._forward_hooks) for hp in model.bridge.hook_dict.values())
+    Reads HookPoint._forward_hooks (torch private): TransformerLens offers no public count. Each hook point
+    counts once, though hook_dict lists some under two names (hook_z is also attn.o.hook_in)."""
+    points = {id(hp): hp for hp in model.bridge.hook_dict.values()}
+    return sum(len(hp._forward_hooks) for hp in points.values())
 
 
 @contextlib.contextmanager

@@ -36,6 +36,7 @@ from interp.core import validate
 from interp.core.errors import HeadLabelError, InterpError, UsageError
 from interp.core.heads import Head, parse_head
 from interp.engine.hookpoints import hooked, q_name, z_name
+from interp.model.adopt import ModelLike, as_loaded_model
 
 if TYPE_CHECKING:
     from interp.model import LoadedModel
@@ -380,12 +381,16 @@ def intervention_hooks(model: LoadedModel, rows: Rows, seq_len: int) -> list[tup
 
 
 @contextlib.contextmanager
-def intervene(model: LoadedModel, rows: Rows, seq_len: int = 1) -> Iterator[None]:
+def intervene(model: ModelLike, rows: Rows, seq_len: int = 1) -> Iterator[None]:
     """Apply interventions inside the block (forward passes and `hf_model.generate` alike).
+
+    model: a LoadedModel, a TransformerBridge, or (hf_model, tokenizer): the hooks go on its bridge, so they
+    act on `bridge(...)` and on the HF model's own forward / generate (the bridge's components sit inside it).
 
     rows: one HeadIntervention for every row, or a list with one entry (or None) per batch row.
     seq_len: the padded prompt length; only needed for "resample" (values are aligned to it).
     """
+    model = as_loaded_model(model)
     with hooked(model, intervention_hooks(model, rows, seq_len)):
         yield
 

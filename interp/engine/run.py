@@ -31,13 +31,14 @@ from interp.engine.hookpoints import (
     z_name,
 )
 from interp.engine.interventions import MAX_ALPHA, HeadIntervention, Rows, get_kind, intervene, intervention_hooks
+from interp.model.adopt import ModelLike, as_loaded_model
 
 if TYPE_CHECKING:
     from interp.model import LoadedModel, TokenBatch
 
 
 def make_intervention(
-    model: LoadedModel,
+    model: ModelLike,
     heads: str | Sequence[HeadLike],
     kind: str = "zero",
     *,
@@ -51,7 +52,9 @@ def make_intervention(
 
     reference: prompts whose average head output "mean" ablation uses.
     source: the prompt whose head outputs "resample" ablation patches in.
+    model: a LoadedModel, a TransformerBridge, or (hf_model, tokenizer) (see interp.model.adopt).
     """
+    model = as_loaded_model(model)
     spec = get_kind(kind)
     parsed = model.parse_heads(heads)
     if kind == "scale" and alpha is None:
@@ -173,18 +176,19 @@ def unembed(model: LoadedModel, hidden: torch.Tensor) -> torch.Tensor:
 
 
 def capture(
-    model: LoadedModel,
+    model: ModelLike,
     batch: TokenBatch,
     names: Sequence[str],
     rows: Rows = None,
     reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Activations at hook points (optionally reduced inside the hook to save memory), under interventions."""
-    return run_last(model, batch, rows, capture=names, reduce=reduce)[1]
+    return run_last(as_loaded_model(model), batch, rows, capture=names, reduce=reduce)[1]
 
 
-def head_outputs(model: LoadedModel, batch: TokenBatch, rows: Rows = None) -> torch.Tensor:
+def head_outputs(model: ModelLike, batch: TokenBatch, rows: Rows = None) -> torch.Tensor:
     """z of every head: [n_layers, batch, pos, n_heads, d_head]."""
+    model = as_loaded_model(model)
     names = [z_name(layer) for layer in range(model.n_layers)]
     acts = capture(model, batch, names, rows)
     return torch.stack([acts[n] for n in names])
@@ -256,7 +260,7 @@ def capture_layer(
 
 @torch.no_grad()
 def generate(
-    model: LoadedModel,
+    model: ModelLike,
     prompts: Sequence[str] | str,
     rows: Rows = None,
     *,
@@ -271,7 +275,9 @@ def generate(
     """Generate continuations (greedy by default) with interventions active for the whole generation.
 
     rows: one intervention for all prompts, or one per prompt (None = no intervention for that prompt).
+    model: a LoadedModel, a TransformerBridge, or (hf_model, tokenizer) (see interp.model.adopt).
     """
+    model = as_loaded_model(model)
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     if max_new_tokens < 1:
         raise InterpError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")

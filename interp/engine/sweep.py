@@ -31,6 +31,7 @@ from interp.engine.checkpoint import SweepCheckpoint
 from interp.engine.hookpoints import FINAL_HIDDEN, resid_name
 from interp.engine.interventions import HeadIntervention, Rows, get_kind
 from interp.engine.run import head_means, head_outputs, run_last
+from interp.model.adopt import ModelLike, as_loaded_model
 from interp.model.loaded import LoadedModel, TokenBatch
 
 Readout = Literal["logits", "hidden"]
@@ -197,7 +198,7 @@ def _fingerprint(
 
 
 def sweep(
-    model: LoadedModel,
+    model: ModelLike,
     prompts: Sequence[str] | TokenBatch,
     score_fn: ScoreFn,
     *,
@@ -220,6 +221,8 @@ def sweep(
 ) -> SweepResult:
     """Score each head (or each group of heads) by `score_fn` under a `kind` intervention, batched.
 
+    model: a LoadedModel, a TransformerBridge, or (hf_model, tokenizer) (see interp.model.adopt).
+
     score_fn: per-prompt, (base [rows, ...], intervened [rows, ...]) -> [rows], averaged over prompts;
         with dataset_level=True, (base [n_prompts, ...], intervened [n_prompts, ...]) -> scalar.
     heads: restrict a per-head sweep to these heads (default: every head).
@@ -235,6 +238,7 @@ def sweep(
     """
     if batch_size < 1:
         raise InterpError(f"batch_size must be >= 1, got {batch_size}.")
+    model = as_loaded_model(model)
     start = time.perf_counter()
     batch = prompts if isinstance(prompts, TokenBatch) else model.tokenize(prompts, template)
     ref = model.tokenize(reference, template) if reference else None

@@ -4,6 +4,8 @@
 - `_no_processor_download`: TransformerLens' boot would fetch a multimodal processor from the hub.
 - `quiet`: transformers / TransformerLens print progress bars and warnings while loading.
 - `check_supported`: a clear error before TransformerLens fails deep inside on an unknown architecture.
+- `fold_value_bias`: TransformerLens' own weight processing, value-bias folding only (`load_model(...,
+  fold_value_biases=True)`), for results comparable with HookedTransformer-era zero ablations.
 
 Private TransformerLens API used by the toolkit (tests/test_bridge_api.py fails with a clear message if an
 upgrade removes any of it): here `source.load_modality_processor`; in interp/engine/hookpoints.py the hook
@@ -48,6 +50,41 @@ def boot_bridge(hf_model: Any, tokenizer: Any, name: str) -> Any:
         )
 
 
+def fold_value_bias(bridge: Any, name: str) -> None:
+    """Fold every head's value bias into the attention output bias, in place (TransformerLens' process_weights).
+
+    Only fold_value_biases: LayerNorm folding and weight centering are off because they leave hook_z, and so
+    every ablation, unchanged, but rewrite the weights a user may read. TransformerLens runs this through
+    enable_compatibility_mode, which also turns on its legacy hook aliases; the hook points interp uses keep
+    their values (tests/test_transformerlens.py checks the scores)."""
+    if getattr(bridge, "_weights_processed", False):
+        raise ModelLoadError(f"{name}: the bridge's weights are already processed; fold value biases only once.")
+    with quiet():
+        try:
+            bridge.enable_compatibility_mode(
+                disable_warnings=True,
+                fold_ln=False,
+                center_writing_weights=False,
+                center_unembed=False,
+                fold_value_biases=True,
+            )
+        except (RuntimeError, NotImplementedError, ValueError) as exc:
+            raise ModelLoadError(f"Could not fold the value biases of {name}: {exc}") from exc
+
+
+def value_bias_layers(bridge: Any) -> list[int] | None:
+    """Layers whose attention has a non-zero value bias (b_V); None when the bridge cannot tell."""
+    layers = []
+    try:
+        for layer, block in enumerate(bridge.blocks):
+            b_v = block.attn.b_V  # [n_heads, d_head] or None (a bias-free value projection)
+            if b_v is not None and bool((b_v != 0).any()):
+                layers.append(layer)
+    except (AttributeError, RuntimeError, TypeError):
+        return None
+    return layers
+
+
 @contextlib.contextmanager
 def _no_processor_download() -> Iterator[None]:
     """Keep TransformerLens from fetching a multimodal processor while booting the bridge.
@@ -71,13 +108,14 @@ def quiet() -> Iterator[None]:
     """Silence the progress bars and chatter of transformers / TransformerLens during loading."""
     from transformers.utils import logging as hf_logging
 
-    previous = hf_logging.get_verbosity()
+    previous, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
-    finally:
+    finally:  # the caller's settings come back as they were (a user who turned progress bars off keeps them off)
         hf_logging.set_verbosity(previous)
-        hf_logging.enable_progress_bar()
+        if bars:
+            hf_logging.enable_progress_bar()

@@ -70,6 +70,28 @@ class ImageBatch(TokenBatch):
         )
 
 
+WRAPPER_ATTR = "_interp_loaded_model"
+"""Attribute on a user's TransformerBridge / HF model that keeps its LoadedModel: set once, so a second call
+finds the same wrapper instead of booting a second bridge over an HF model the first bridge already changed
+in place. An attribute (not a global weak map) so the wrapper lives exactly as long as the object does."""
+
+
+def cached_wrapper(obj: Any) -> LoadedModel | None:
+    """The LoadedModel already made for a bridge / HF model, or None.
+
+    Read from the instance's own __dict__: TransformerBridge.__getattr__ falls back to its HF model's
+    attributes, which must not count as the bridge's own cache entry."""
+    found = getattr(obj, "__dict__", {}).get(WRAPPER_ATTR)
+    return found if isinstance(found, LoadedModel) else None
+
+
+def remember_wrapper(loaded: LoadedModel) -> LoadedModel:
+    """Record `loaded` on its bridge and HF model (see WRAPPER_ATTR); returns it."""
+    for obj in (loaded.bridge, loaded.hf_model):
+        vars(obj)[WRAPPER_ATTR] = loaded  # plain instance attribute: not a parameter, buffer or submodule
+    return loaded
+
+
 class LoadedModel:
     """A model ready for head analysis: the bridge, the HF model, the tokenizer and the shape facts."""
 
@@ -92,6 +114,11 @@ class LoadedModel:
         )
         self.is_multimodal: bool = bool(getattr(cfg, "is_multimodal", False))
         self.processor: Any = None  # the multimodal processor (tokenizer + image processor) of a VLM
+        self.given_tokenizer: Any = None  # the caller's own tokenizer / processor object, when interp made a copy
+
+    def uses_tokenizer(self, tokenizer: Any) -> bool:
+        """Whether `tokenizer` is this model's tokenizer or processor (or the caller's object they were copied from)."""
+        return any(tokenizer is t for t in (self.tokenizer, self.processor, self.given_tokenizer) if t is not None)
 
     # ---- facts ------------------------------------------------------------------------------------------
     @property
@@ -105,6 +132,14 @@ class LoadedModel:
     @property
     def n_params(self) -> int:
         return sum(p.numel() for p in self.hf_model.parameters())
+
+    @property
+    def value_bias_layers(self) -> list[int] | None:
+        """Layers whose heads have a non-zero value bias: there zero ablation depends on whether value biases
+        are folded (load_model(..., fold_value_biases=True); docs/transformerlens.md). None: cannot tell."""
+        from interp.model.bridge import value_bias_layers
+
+        return value_bias_layers(self.bridge)
 
     @property
     def has_chat_template(self) -> bool:

@@ -1,25 +1,37 @@
 """The only place that knows where weights come from.
 
 `load_model(name_or_path)` accepts a registered name ("default", "tiny-llama", …), a local Hugging Face
-model directory (config.json + safetensors + tokenizer files) or a local .gguf file. Everything loads
-through transformers with `local_files_only=True` (no hub access, never `trust_remote_code`) and is then
-wrapped in TransformerLens's `TransformerBridge`, whose hook points the rest of the toolkit uses.
+model directory (config.json + safetensors + tokenizer files), a local .gguf file, or a Hugging Face hub id
+("org/name", optionally at a `revision`). Everything loads through transformers from local files (never
+`trust_remote_code`, safetensors only) and is then wrapped in TransformerLens's `TransformerBridge`, whose
+hook points the rest of the toolkit uses.
+
+Hub ids resolve through huggingface_hub's standard cache (`HF_HUB_CACHE`, else `HF_HOME`/hub, else
+~/.cache/huggingface/hub). The network is the user's call: with `HF_HUB_OFFLINE` set only the cache is read
+(an uncached id is a one-line error naming the cache and the command that fetches it); otherwise missing files
+are downloaded, and only safetensors weights, configs and tokenizer / processor files are ever fetched
+(`HUB_ALLOW_PATTERNS`): pickled weights and code never reach the disk. Nothing here turns the network off or
+on for the process.
 
 GGUF files are de-quantized by transformers (needs the `gguf` package), which takes ~20 s for the
 default model, so the converted float weights are cached as safetensors in the user cache directory
 ($INTERP_CACHE_DIR, else $XDG_CACHE_HOME/interp, else ~/.cache/interp); later loads take seconds.
 
 Named models live in interp/model/registry.py (the bundled ones in interp/model/zoo/); TransformerLens
-workarounds in interp/model/bridge.py.
+workarounds in interp/model/bridge.py; models the user built themselves (a bridge, an HF model object) are
+adopted by interp/model/adopt.py.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import importlib.metadata
 import importlib.util
 import json
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -29,9 +41,9 @@ import torch
 from interp.core.errors import ModelLoadError, unknown_name
 from interp.core.files import atomic_directory, remove_stale_temporaries
 from interp.core.validate import writable_dir
-from interp.model.bridge import boot_bridge, check_supported, quiet
+from interp.model.bridge import boot_bridge, check_supported, fold_value_bias, quiet
 from interp.model.checks import check_device, check_safetensors, read_config
-from interp.model.loaded import LoadedModel
+from interp.model.loaded import LoadedModel, cached_wrapper, remember_wrapper
 from interp.model.registry import cache_dir, is_registered, locate, registered_names
 
 log = logging.getLogger(__name__)
@@ -39,14 +51,32 @@ log = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+DEVICE_CHOICES = "auto | cpu | cuda | cuda:N"
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None:
+    """A torch device; "auto" / None: CUDA when this torch build sees a GPU, else CPU. "cuda" / "cuda:N"
+    without one is an error that says why (a CPU-only build, or fewer GPUs), before anything loads."""
+    if device is None or (isinstance(device, str) and device.strip().lower() == "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ModelLoadError(f"Unknown device {device!r}: use 'cpu', 'cuda' or 'cuda:N'.") from exc
-    check_device(dev, str(device))  # before loading: torch would fail later with an AssertionError
+        dev = torch.device(device.strip() if isinstance(device, str) else device)
+    except (RuntimeError, ValueError) as exc:
+        raise ModelLoadError(f"Unknown device {device!r}: use {DEVICE_CHOICES}.") from exc
+    if dev.type == "cuda":
+        if torch.version.cuda is None and getattr(torch.version, "hip", None) is None:  # ROCm also says "cuda"
+            raise ModelLoadError(
+                f"Device {device!r} needs CUDA, but this torch ({torch.__version__}) is a CPU-only build: "
+                'use device "cpu" or "auto", or install a CUDA build of torch.'
+            )
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise ModelLoadError(f'Device {device!r}: this torch has CUDA but sees no GPU; use "cpu" or "auto".')
+        if dev.index is not None and dev.index >= count:
+            raise ModelLoadError(f"Device {device!r}: only {count} GPU(s) visible (cuda:0 … cuda:{count - 1}).")
+    elif dev.type not in ("cpu", "mps", "xpu", "meta"):
+        raise ModelLoadError(f"Unknown device {device!r}: use {DEVICE_CHOICES}.")
+    check_device(dev, str(device))  # mps and the rest; before loading, torch would fail later with an AssertionError
     return dev
 
 
@@ -65,13 +95,25 @@ def load_model(
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     *,
+    revision: str | None = None,
+    fold_value_biases: bool = False,
     device_map: str | dict[str, Any] | None = None,
     max_memory: dict[Any, Any] | None = None,
     offload_folder: str | os.PathLike[str] | None = None,
 ) -> LoadedModel:
-    """Load a registered model by name, a local HF model directory, or a local .gguf file.
+    """Load a registered model by name, a local HF model directory, a local .gguf file, or a hub id.
 
-    device: None picks CUDA when available, else CPU. dtype: None means float32.
+    name_or_path: "default", "tiny-llama", … (`interp models`); a directory or .gguf file; or a Hugging Face
+        hub id "org/name" (from the huggingface_hub cache; downloaded unless HF_HUB_OFFLINE is set).
+    device: None or "auto" picks CUDA when available, else CPU; "cpu", "cuda", "cuda:N".
+    dtype: None means float32; "bfloat16", "float16".
+    revision: for a hub id, a branch, tag or commit hash (default: main).
+    fold_value_biases: fold each head's value bias into the attention output bias, as HookedTransformer did
+        by default (TransformerLens' own weight processing). The model computes the same function, but
+        hook_z no longer contains the bias, so *zero* ablation (and "scale") then keeps the head's constant
+        b_V·W_O contribution; mean / resample / uniform ablation are unchanged. Only models with value biases
+        differ (GPT-2, Qwen2 / Qwen2.5, Pythia / GPT-NeoX, OPT, Phi-2, …; not Llama / Mistral / SmolLM2 /
+        Gemma / Qwen3): see docs/transformerlens.md. Default False: raw HF weights, as the bridge boots.
     device_map: split the model over several devices (multi-GPU, or offloaded to "cpu"/"disk") with
         accelerate: "auto" / "balanced" / "sequential" (transformers fills the visible GPUs in order) or a
         dict {module name: device}, e.g. {"model.embed_tokens": 0, "model.layers.0": 0, …, "lm_head": 1};
@@ -79,6 +121,22 @@ def load_model(
         "disk") as in transformers. The bridge keeps the placement: inputs go to the embedding's device and
         every later tensor follows its layer.
     """
+    loaded = _load_any(name_or_path, device, dtype, revision, device_map, max_memory, offload_folder)
+    if fold_value_biases:
+        fold_value_bias(loaded.bridge, loaded.name)
+        loaded.source += "; value biases folded into the output bias"
+    return loaded
+
+
+def _load_any(
+    name_or_path: str | os.PathLike[str],
+    device: str | torch.device | None,
+    dtype: str | torch.dtype | None,
+    revision: str | None,
+    device_map: str | dict[str, Any] | None,
+    max_memory: dict[Any, Any] | None,
+    offload_folder: str | os.PathLike[str] | None,
+) -> LoadedModel:
     dev, dt = resolve_device(device), resolve_dtype(dtype)
     placement = None
     if device_map is not None:
@@ -88,12 +146,14 @@ def load_model(
         if offload_folder is not None:
             placement["offload_folder"] = str(offload_folder)
     name = str(name_or_path)
+    if revision is not None and not is_hub_id(name):
+        raise ModelLoadError(f"revision={revision!r} is for hub ids (org/name); {name!r} is not one.")
     if is_registered(name):
         entry, located = locate(name)
         if isinstance(located, tuple):
             hf_model, tokenizer = located
             if placement is None:
-                return wrap_model(hf_model.to(device=dev, dtype=dt), tokenizer, entry.name, entry.source)
+                return _wrap(hf_model.to(device=dev, dtype=dt), tokenizer, entry.name, entry.source)
             located = _save_temporary(hf_model, tokenizer)  # device maps are applied by from_pretrained
         return _load_path(
             Path(located),
@@ -109,11 +169,149 @@ def load_model(
         return _load_path(
             path, dev, dt, display_name=str(path), hf_name=None, source=f"local path {path}", placement=placement
         )
+    if is_hub_id(name):
+        directory, commit = hub_snapshot(name, revision)
+        source = f"hub {name}" + (f"@{commit}" if commit else "")
+        return _load_path(directory, dev, dt, display_name=name, hf_name=name, source=source, placement=placement)
     if path.suffix or os.sep in name or name.startswith("."):
         raise ModelLoadError(f"Model path {path} does not exist.")
     known = registered_names()
     err = unknown_name("model", name, known)
-    raise type(err)(f"{err} Or pass a local model directory or a .gguf file.")
+    raise type(err)(f"{err} Or pass a local model directory, a .gguf file or a hub id (org/name).")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Hugging Face hub ids, through huggingface_hub's own cache
+# ---------------------------------------------------------------------------------------------------------
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
+
+HUB_ALLOW_PATTERNS = [
+    "*.json",  # config, generation config, tokenizer / processor configs, safetensors index
+    "*.safetensors",
+    "*.txt",  # merges.txt, vocab.txt
+    "*.model",  # sentencepiece (protobuf, not pickle)
+    "*.tiktoken",
+    "*.jinja",  # chat templates
+]
+"""What a hub download may fetch: never *.bin / *.pt / *.pth / *.ckpt / *.pkl (pickle) or *.py (remote code)."""
+HUB_IGNORE_PATTERNS = ["original/*", "*consolidated*"]
+"""Duplicate weights some repos carry (Meta's original checkpoint, Mistral's consolidated file)."""
+_PICKLED = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+def is_hub_id(name: str) -> bool:
+    """Whether name is a Hugging Face hub id: "org/name" that is not an existing local path."""
+    return bool(_HUB_ID.fullmatch(name)) and not name.startswith(".") and not Path(name).expanduser().exists()
+
+
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE (or transformers' TRANSFORMERS_OFFLINE) as the user's environment sets it now."""
+    from huggingface_hub import constants
+
+    return _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE") or bool(constants.HF_HUB_OFFLINE)
+
+
+def hub_cache_dir() -> Path:
+    """huggingface_hub's cache directory, read from the environment now (as huggingface_hub reads it at import):
+    HF_HUB_CACHE, else HUGGINGFACE_HUB_CACHE, else $HF_HOME/hub, else $XDG_CACHE_HOME/huggingface/hub."""
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(var):
+            return Path(os.path.expandvars(os.environ[var])).expanduser()
+    home = os.environ.get("HF_HOME") or str(Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "huggingface")
+    return Path(os.path.expandvars(home)).expanduser() / "hub"
+
+
+def hub_fetch_command(repo_id: str, revision: str | None = None) -> str:
+    """The shell command that puts repo_id into the cache (the CLI of the installed huggingface_hub)."""
+    major = int(importlib.metadata.version("huggingface_hub").split(".")[0])
+    cli = "hf download" if major >= 1 else "huggingface-cli download"  # huggingface-cli before 1.0
+    return f"{cli} {repo_id}" + (f" --revision {revision}" if revision else "")
+
+
+def hub_snapshot(repo_id: str, revision: str | None = None) -> tuple[Path, str | None]:
+    """(the local snapshot directory of repo_id, its commit hash): from the cache, downloading what is missing
+    unless HF_HUB_OFFLINE is set. Only safetensors weights and config / tokenizer / processor files."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        IncompleteSnapshotError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    cache, offline = hub_cache_dir(), hub_offline()
+    at = f" at revision {revision!r}" if revision else ""
+    py_args = repr(repo_id) + (f", revision={revision!r}" if revision else "")
+    try:
+        if not offline:
+            _refuse_pickled_only(repo_id, revision)
+        folder = snapshot_download(
+            repo_id,
+            revision=revision,
+            cache_dir=cache,
+            local_files_only=offline,
+            allow_patterns=HUB_ALLOW_PATTERNS,
+            ignore_patterns=HUB_IGNORE_PATTERNS,
+        )
+    except GatedRepoError as exc:
+        raise ModelLoadError(
+            f"{repo_id} is gated on the hub: accept its licence on huggingface.co, then log in (hf auth login)."
+        ) from exc
+    except RepositoryNotFoundError as exc:
+        raise ModelLoadError(
+            f"No hub repository {repo_id!r} (or it is private: log in with hf auth login), and no local path "
+            f"of that name. Known names: `interp models`."
+        ) from exc
+    except RevisionNotFoundError as exc:
+        raise ModelLoadError(f"{repo_id} has no revision {revision!r}.") from exc
+    except IncompleteSnapshotError as exc:
+        raise ModelLoadError(
+            f"The cached copy of {repo_id}{at} in {cache} is incomplete (an interrupted download?); complete it with "
+            f"`{hub_fetch_command(repo_id, revision)}`."
+        ) from exc
+    except LocalEntryNotFoundError as exc:
+        why = "HF_HUB_OFFLINE is set" if offline else "the hub could not be reached"
+        raise ModelLoadError(
+            f"{repo_id}{at} is not in the Hugging Face cache ({cache}) and {why}. Fetch it with "
+            f"`{hub_fetch_command(repo_id, revision)}` (or in Python huggingface_hub.snapshot_download({py_args})), "
+            "or load it with the network allowed: interp then downloads only its safetensors and config files."
+        ) from exc
+    except (HfHubHTTPError, OSError) as exc:
+        raise ModelLoadError(f"Could not fetch {repo_id}{at} from the hub: {exc}") from exc
+    directory = Path(folder)
+    # snapshots/<commit>/ in the cache layout: the commit pins exactly which weights were scored.
+    commit = directory.name if directory.parent.name == "snapshots" else None
+    return directory, commit
+
+
+def _refuse_pickled_only(repo_id: str, revision: str | None) -> None:
+    """Before any download: a repo whose weights are only pickled (*.bin, *.pt…) is refused with the reason."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        files = HfApi().list_repo_files(repo_id, revision=revision)
+    except (GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError):
+        raise  # hub_snapshot words these
+    except Exception as exc:  # no network, proxy, hub down: the cache may still hold the model, so go on
+        log.debug("Listing %s failed (%s); trying the cache.", repo_id, exc)
+        return
+    if any(f.endswith(".safetensors") for f in files):
+        return
+    pickled = sorted(f for f in files if f.lower().endswith(_PICKLED))
+    if pickled:
+        raise ModelLoadError(
+            f"{repo_id} has only pickled weights ({', '.join(pickled[:3])}{', …' if len(pickled) > 3 else ''}); "
+            "pickle can run code when loaded, so interp loads safetensors only. Convert them with "
+            "model.save_pretrained(dir, safe_serialization=True) in a sandbox and load that directory."
+        )
+    raise ModelLoadError(f"{repo_id} has no *.safetensors weights (files: {', '.join(files[:8])}).")
 
 
 def _save_temporary(hf_model: Any, tokenizer: Any) -> Path:
@@ -142,7 +340,7 @@ def _load_path(
     else:
         directory = path
     hf_model, tokenizer = _load_hf_dir(directory, device, dtype, origin=path, placement=placement)
-    return wrap_model(hf_model, tokenizer, display_name, source, hf_name=hf_name)
+    return _wrap(hf_model, tokenizer, display_name, source, hf_name=hf_name)
 
 
 def _check_hf_dir(directory: Path) -> dict[str, Any]:
@@ -245,6 +443,8 @@ def model_directory(name_or_path: str | os.PathLike[str] = "default") -> Path:
         if isinstance(located, tuple):
             raise ModelLoadError(f'Model "{entry.name}" is built in code; it has no directory.')
         path = Path(located)
+    elif is_hub_id(name):
+        path = hub_snapshot(name)[0]
     else:
         path = Path(name).expanduser()
     if path.is_file() and path.suffix.lower() == ".gguf":
@@ -299,23 +499,37 @@ def wrap_model(
     """Wrap an already-loaded HF causal LM + tokenizer in a TransformerBridge (no hub access).
 
     For a vision-language model pass its multimodal processor as `tokenizer`: the processor's tokenizer
-    does the text and `LoadedModel.processor` keeps the processor for images.
+    does the text and `LoadedModel.processor` keeps the processor for images. The caller's tokenizer is
+    left as it is (the bridge adjusts a copy: pad token, padding side). An HF model that was wrapped before
+    keeps its bridge: booting a second one would wrap the first bridge's components again.
+    `interp.model.adopt.as_loaded_model` is the one-call form for any model object.
     """
+    loaded = _wrap(hf_model, copy.deepcopy(tokenizer), name, source, hf_name)
+    loaded.given_tokenizer = tokenizer
+    return loaded
+
+
+def _wrap(hf_model: Any, tokenizer: Any, name: str, source: str, hf_name: str | None = None) -> LoadedModel:
+    """wrap_model for a tokenizer / processor this module owns (changed in place)."""
     processor = None
     if hasattr(tokenizer, "image_processor"):  # a multimodal processor (tokenizer + image processor)
         processor, tokenizer = tokenizer, tokenizer.tokenizer
-    architectures = getattr(hf_model.config, "architectures", None) or [type(hf_model).__name__]
-    check_supported(architectures, Path(name))
-    if getattr(hf_model.config, "architectures", None) is None:
-        hf_model.config.architectures = [type(hf_model).__name__]
-    bridge = boot_bridge(hf_model, tokenizer, hf_name or name)
-    if tokenizer.pad_token is None:
+    previous = cached_wrapper(hf_model)
+    if previous is not None:
+        bridge = previous.bridge
+    else:
+        architectures = getattr(hf_model.config, "architectures", None) or [type(hf_model).__name__]
+        check_supported(architectures, Path(name))
+        if getattr(hf_model.config, "architectures", None) is None:
+            hf_model.config.architectures = [type(hf_model).__name__]
+        bridge = boot_bridge(hf_model, tokenizer, hf_name or name)
+    if tokenizer.pad_token is None:  # left padding needs a pad token; padded positions are masked anyway
         tokenizer.pad_token = tokenizer.eos_token
     loaded = LoadedModel(bridge, hf_model, tokenizer, name, source)
     if processor is not None:
         bridge.processor = processor
         loaded.processor = processor
-    return loaded
+    return remember_wrapper(loaded)
 
 
 def random_init_copy(model: LoadedModel, seed: int = 0) -> LoadedModel:
@@ -326,7 +540,7 @@ def random_init_copy(model: LoadedModel, seed: int = 0) -> LoadedModel:
         torch.manual_seed(seed)
         hf = AutoModelForCausalLM.from_config(model.hf_model.config)
     hf = hf.to(device=model.device, dtype=model.dtype).eval()
-    return wrap_model(hf, model.tokenizer, f"{model.name} (random init, seed {seed})", source="random init")
+    return _wrap(hf, model.tokenizer, f"{model.name} (random init, seed {seed})", source="random init")
 
 
 def load_causal_lm(directory: Path, dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:

@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 
 from interp.core.errors import InterpError
+from interp.core.figures import write_figure_html
 from interp.core.provenance import make_provenance
 from interp.core.results import HeadScores
 from interp.lines.icl.baselines import compare, length_curve
@@ -47,7 +48,7 @@ class ICLReport:
         self.patterns.to_csv(written[0], index=False)
         self.mse.to_csv(written[1], index=False)
         written[2].write_text(json.dumps({"name": self.name, **self.summary, **self.meta}, indent=1))
-        self.heatmap().write_html(written[3], include_plotlyjs="cdn")
+        write_figure_html(self.heatmap(), written[3])
         for metric, result in self.scores.items():
             written.append(result.save(out / "scores" / f"{metric}.json"))
         return written

@@ -62,6 +62,7 @@ class RunOptions:
     """The run's options (`interp safety run --help` documents each)."""
 
     model: str = "testbed"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "float32"  # float32 | bfloat16 (bfloat16 is ~2x faster on CPUs with bf16)
     out: Path = Path("docs/safety_heads")
     scan: int = 8  # AdvBench prompts for Ships / Sahara
@@ -315,7 +316,7 @@ def run_all(a: RunOptions) -> None:
         raise InterpError(f"Unknown stage(s) {unknown}; choose from: {', '.join(STAGES)}.")
     run = Run(a)
     start = time.perf_counter()
-    model = load_model(a.model, dtype=a.dtype)
+    model = load_model(a.model, device=a.device, dtype=a.dtype)
     run.done("load", time.perf_counter() - start, model=model.info())
     advbench = load_prompts("advbench")
     scan_prompts, eval_prompts = advbench[: a.scan], advbench[a.scan : a.scan + a.eval]

@@ -49,6 +49,8 @@ class ExperimentConfig(Config):
     max_caption_tokens: int = 40
     batch_size: int = 16
     seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "float32"
 
     def check(self) -> None:
         for name in ("eval_scenes", "calib_scenes", "random_repeats", "caption_scenes", "batch_size"):
@@ -316,7 +318,7 @@ def run(cfg: ExperimentConfig) -> dict[str, Any]:
     def log(msg: str) -> None:
         print(f"[{time.time() - t0:7.1f}s] {msg}", flush=True)
 
-    model = load_model(cfg.model)
+    model = load_model(cfg.model, cfg.device, cfg.dtype)
     log(f"loaded {model}")
     eval_items = qa_items(make_scenes(cfg.eval_scenes, cfg.eval_seed, max_objects=cfg.max_objects))
     base = qa_accuracy(model, eval_items, batch_size=cfg.batch_size, progress=True)
