@@ -13,13 +13,19 @@ from interp.core.errors import InterpError
 from interp.lines.vision.scenes import (
     COLOURS,
     SHAPES,
+    CooccurSpec,
     Scene,
     SceneObject,
+    absent_partner_rate,
     chair,
     first_word,
     load_scene_file,
+    make_cooccur_scenes,
     make_scenes,
     mentioned_objects,
+    pair_breaking_scenes,
+    pairing_counts,
+    parse_pairs,
     save_scenes,
 )
 from interp.model.zoo import scenes_vlm as build
@@ -75,6 +81,60 @@ def test_captions_and_chair_against_hand_counts():
         chair(captions[:2], scenes)
     assert first_word(" Red.") == "red" and first_word("") == ""
     assert set(SHAPES) >= {o.shape for s in make_scenes(50) for o in s.objects}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Co-occurrence-biased scenes
+# ---------------------------------------------------------------------------------------------------------
+def test_cooccur_scenes_have_the_stated_pairing_counts_exactly():
+    spec = CooccurSpec("circle:square,triangle:diamond", pair_rate=0.9, hidden_rate=0.3)
+    scenes = make_cooccur_scenes(400, seed=3, spec=spec)
+    assert scenes == make_cooccur_scenes(400, seed=3, spec=spec) and scenes != make_cooccur_scenes(400, 4, spec)
+    counts = pairing_counts(scenes, spec)
+    for cue, partner in spec.pair_list:
+        c = counts[f"{cue}:{partner}"]
+        # exact quotas, not Bernoulli draws: round(rate * n) of the cue scenes, then of the pairs
+        assert c["cue_and_partner"] == round(0.9 * c["cue"]) and c["cue"] > 100
+        assert c["partner_hidden"] == round(0.3 * c["cue_and_partner"])
+        # recount by hand from the objects
+        cue_scenes = [s for s in scenes if any(o.shape == cue for o in s.objects)]
+        both = [s for s in cue_scenes if any(o.shape == partner for o in s.objects)]
+        assert (len(cue_scenes), len(both)) == (c["cue"], c["cue_and_partner"])
+        assert sum(any(o.shape == partner and o.hidden for o in s.objects) for s in both) == c["partner_hidden"]
+    for scene in scenes:  # still valid scenes: distinct shapes, colours, cells; hidden objects are not drawn
+        assert 1 <= len(scene.objects) <= 4
+        assert len({o.shape for o in scene.objects}) == len({o.colour for o in scene.objects}) == len(scene.objects)
+        cells = [(o.row, o.col) for o in scene.objects]
+        assert cells == sorted(set(cells))
+        assert all(o.hidden == (o.shape in ("square", "diamond") and o.hidden) for o in scene.objects)
+    hidden_scene = next(s for s in scenes if any(o.hidden for o in s.objects))
+    ghost = next(o for o in hidden_scene.objects if o.hidden)
+    drawn = hidden_scene.render()[int(ghost.cy), int(ghost.cx)].astype(int)
+    assert np.abs(drawn - hidden_scene.background).max() < 40  # background there, not the object's colour
+    assert ghost.shape in hidden_scene.caption()  # but the caption names it
+    assert all(q.answer != ghost.colour for q in hidden_scene.questions() if q.kind == "colour")
+    assert spec.named_partner_rate() == pytest.approx(0.27 / 0.37)
+    with pytest.raises(InterpError, match="one pair only"):
+        parse_pairs("circle:square,square:cross")
+    with pytest.raises(InterpError, match="cue:partner"):
+        parse_pairs("circle-square")
+    with pytest.raises(InterpError, match="pair_rate"):
+        CooccurSpec(pair_rate=1.5)
+
+
+def test_pair_breaking_scenes_hold_a_cue_and_never_its_partner_and_absent_partner_rate_counts():
+    spec = CooccurSpec()
+    scenes = pair_breaking_scenes(40, seed=1, spec=spec)
+    assert scenes == pair_breaking_scenes(40, seed=1, spec=spec)
+    for i, scene in enumerate(scenes):
+        cue = spec.pair_list[i % 2][0]
+        assert cue in scene.shapes and not any(o.hidden for o in scene.objects)
+        assert all(partner not in scene.shapes for c, partner in spec.pair_list if c in scene.shapes)
+    one = _scene(("red", "circle"), ("green", "cross"))
+    both_cues = _scene(("red", "circle"), ("blue", "triangle"))
+    captions = ["a red circle, a blue square and a green cross.", "a red circle and a blue triangle."]
+    got = absent_partner_rate(captions, [one, both_cues], spec)
+    assert got == {"rate": pytest.approx(1 / 3), "named": 1, "cases": 3}
 
 
 # ---------------------------------------------------------------------------------------------------------
