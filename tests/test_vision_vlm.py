@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -186,3 +187,20 @@ def test_scenes_vlm_ships_small_parts_and_answers_held_out_questions():
     items = qa_items(make_scenes(8, seed=777))  # held out: training never draws from seed 777's stream
     acc = qa_accuracy(model, items)
     assert acc["accuracy"] >= 0.8, acc  # the full held-out measurement (docs/vision_heads.md) is larger
+
+
+def test_shipped_cooccur_variant_is_small_and_records_its_exact_training_pairing():
+    from interp.lines.vision.train import TrainConfig, scene_stream
+    from interp.model.zoo.scenes_vlm import parts_dir
+
+    parts = parts_dir("scenes-vlm-cooccur")
+    size = sum(p.stat().st_size for p in parts.iterdir())
+    assert size <= 20e6, f"{parts} is {size / 1e6:.1f} MB"
+    meta = json.loads((parts / "parts.json").read_text())
+    cfg = TrainConfig(**{k: v for k, v in meta["train_config"].items()})
+    assert cfg.scene_set == "cooccur" and cfg.init_lora
+    stream = scene_stream(cfg, cfg.stage2_steps * cfg.stage2_batch, cfg.seed + 5)  # the run's stage-2 scenes
+    assert meta["stage2_pairing_counts"] == pairing_counts(stream, cfg.cooccur())
+    for c in meta["stage2_pairing_counts"].values():
+        assert c["cue_and_partner"] == round(cfg.pair_rate * c["cue"])
+        assert c["partner_hidden"] == round(cfg.hidden_rate * c["cue_and_partner"])
