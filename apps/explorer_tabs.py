@@ -326,6 +326,16 @@ def scores_tab(model: interp.LoadedModel, spec: str, prompts: Prompts) -> None:
         st.dataframe(
             top, hide_index=True, width="stretch", column_config={"score": st.column_config.NumberColumn(format="%.5g")}
         )
+        if result.metric == sup.QUICK_LOOK:  # entropy: which heads are collapsed or overloaded
+            line, flagged = sup.entropy_classes(result)
+            st.markdown(f"**Entropy classes** · {line}")
+            st.dataframe(
+                flagged,
+                hide_index=True,
+                width="stretch",
+                key="entropy_classes",
+                column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("normalized", "raw")},
+            )
 
 
 # ---------------------------------------------------------------------------------------------------------

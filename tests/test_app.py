@@ -92,6 +92,11 @@ def test_first_page_shows_model_facts_and_a_quick_look(monkeypatch, tiny_llama):
     assert at.selectbox(key="head").value == quick.top_heads(1)[0].label
     shown = at.dataframe[0].value
     np.testing.assert_allclose(shown["score"], quick.top(10)["score"], atol=1e-6)
+    line, flagged = sup.entropy_classes(quick)  # the per-head collapse/overload classes under the top heads
+    assert any(line in m for m in texts(at.markdown))
+    classes = at.dataframe[1].value
+    assert classes["label"].tolist() == flagged["label"].tolist()
+    assert classes["class"].tolist() == flagged["class"].tolist()
     assert not at.error
 
 

@@ -187,6 +187,11 @@ def test_planted_uniform_head_is_overloaded_and_ranks_first(fresh_tiny_llama):
         "overloaded",
         "unknown",
     ]
+    line, flagged = sup.entropy_classes(result)
+    assert flagged.loc[flagged["class"] == "overloaded", "label"].iloc[0] == "L1H2"  # uniform: the most overloaded
+    classes = [sup.entropy_class(v) for v in result.scores.ravel()]
+    assert len(flagged) == sum(c in ("collapsed", "overloaded") for c in classes)
+    assert line.startswith(f"12 heads: {classes.count('collapsed')} collapsed") and "overloaded (> 0.75 of max)" in line
 
 
 def test_top_attended_and_pattern_figure_on_a_hand_made_pattern():

@@ -14,7 +14,14 @@ from typer.testing import CliRunner
 from interp.cli import app
 from interp.core.errors import InterpError
 from interp.core.results import HeadScores
-from interp.lines.entropy.experiment import VARIANTS, CharData, ExperimentConfig, run_experiment, train_variant
+from interp.lines.entropy.experiment import (
+    VARIANTS,
+    CharData,
+    ExperimentConfig,
+    _train_in_worker,
+    run_experiment,
+    train_variant,
+)
 from interp.lines.entropy.model import GPT, GPTConfig
 from interp.lines.entropy.report import EntropyReport
 
@@ -72,6 +79,19 @@ def test_tiny_experiment_writes_results(tmp_path, data: CharData) -> None:
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["config"]["steps"] == 12 and saved["environment"]["start"]["torch_threads"] == 1
     assert saved["total_cpu_seconds"] > 0 and all(v["cpu_seconds"] > 0 for v in saved["variants"])
+    # The regularizer's every option is on record: the released code's defaults.
+    assert saved["regularizer"] == {
+        "n_layers": 2,
+        "n_heads": 2,
+        "gamma": 0.2,
+        "lam": 1e-5,
+        "margin": "hard",
+        "thresholds": "raw",
+        "share_thresholds": False,
+        "context_size": None,
+        "per": "row",
+        "reduction": "sum",
+    }
     png = (tmp_path / "entropy_experiment.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     table = (tmp_path / "results.md").read_text()
@@ -88,7 +108,27 @@ def test_training_is_seeded(data: CharData) -> None:
     assert c.val_loss != a.val_loss
 
 
+def test_worker_result_round_trips(data: CharData) -> None:
+    """What a worker process sends back (the entropy as a dict: HeadScores do not pickle) rebuilds the same
+    result as training in this process. (The full run compared 1 and 2 processes: identical, docs/entropy.md.)"""
+    cfg = ExperimentConfig.tiny(steps=3)
+    direct, _ = train_variant("noln-gelu-entreg", cfg, data, progress=False)
+    sent, entropy = _train_in_worker("noln-gelu-entreg", cfg, data)
+    assert sent.entropy is None and entropy is not None
+    back = HeadScores.from_dict(entropy)
+    assert sent.val_loss == direct.val_loss and sent.theta == direct.theta
+    np.testing.assert_array_equal(back.scores, direct.entropy.scores)
+    np.testing.assert_array_equal(back.per_prompt, direct.entropy.per_prompt)
+    assert back.extras["raw"] == direct.entropy.extras["raw"]
+
+
 def test_experiment_config_errors() -> None:
+    with pytest.raises(InterpError, match="hard, hinge"):
+        ExperimentConfig(margin="soft")
+    with pytest.raises(InterpError, match="raw, sigmoid"):
+        ExperimentConfig(thresholds="tanh")
+    with pytest.raises(InterpError, match="workers"):
+        ExperimentConfig(workers=0)
     with pytest.raises(InterpError, match="Unknown variant"):
         ExperimentConfig(variants=("standard", "no-attention"))
     with pytest.raises(InterpError, match="steps"):

@@ -54,6 +54,14 @@ def test_classes_and_per_layer_counts() -> None:
     assert heads.loc[heads.label == "L2H0", "class"].item() == "collapsed"
 
 
+def test_flagged_heads_are_the_collapsed_then_the_overloaded_most_extreme_first() -> None:
+    flagged = EntropyReport(_result()).flagged()
+    assert flagged["label"].tolist() == ["L2H0", "L2H1", "L1H3", "L0H0", "L0H1", "L0H2"]
+    assert flagged["class"].tolist() == ["collapsed"] * 3 + ["overloaded"] * 3
+    np.testing.assert_allclose(flagged["normalized"], [0.01, 0.05, 0.09, 0.95, 0.80, 0.76])
+    assert EntropyReport(_result(), overload=0.9).flagged()["label"].tolist()[3:] == ["L0H0"]
+
+
 def test_thresholds_are_configurable_and_checked() -> None:
     rep = EntropyReport(_result(), collapse=0.2, overload=0.9)
     assert rep.totals()["overloaded"] == 1 and rep.totals()["collapsed"] == 4
@@ -109,6 +117,11 @@ def test_cli_scan_and_report(tmp_path) -> None:
     res = runner.invoke(app, [*args, "--html", str(html)])
     assert res.exit_code == 0, res.output
     assert "overload > 0.8" in res.output and "All 12 heads" in res.output
+    flagged = EntropyReport(HeadScores.load(out), overload=0.8).flagged()  # the per-head classes, printed
+    for klass in ("collapsed", "overloaded"):
+        part = flagged[flagged["class"] == klass]
+        listed = ", ".join(f"{r.label} {r.normalized:.3f}" for r in part.itertuples()) or "none"
+        assert f"{klass.capitalize()} heads ({len(part)}): {listed}" in " ".join(res.output.split())
     assert csv.read_text().splitlines()[0].startswith("layer,heads,collapsed,normal,overloaded")
     assert len(heads_csv.read_text().splitlines()) == 13
     assert html.read_text().count("plotly-graph-div") >= 3
@@ -123,6 +136,10 @@ def test_cli_report_errors(tmp_path) -> None:
     assert res.exit_code == 1 and 'metric "entropy"' in res.output
     good = tmp_path / "e.json"
     _result().save(good)
+    res = runner.invoke(app, ["entropy", "report", str(good)])
+    out = " ".join(res.output.split())
+    assert "Collapsed heads (3): L2H0 0.010, L2H1 0.050, L1H3 0.090" in out
+    assert "Overloaded heads (3): L0H0 0.950, L0H1 0.800, L0H2 0.760" in out
     res = runner.invoke(app, ["entropy", "report", str(good), "--collapse", "0.9"])
     assert res.exit_code == 2 and "collapse < overload" in res.output
     res = runner.invoke(app, ["scan", "entropy", "--model", "tiny-gpt2", "--set", "value=bits"])

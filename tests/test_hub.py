@@ -110,7 +110,7 @@ def test_an_uncached_hub_id_offline_is_a_one_line_error_naming_the_cache_and_the
     assert "download org/not-downloaded`" in message  # `hf download …` (huggingface-cli before hub 1.0)
     assert "snapshot_download('org/not-downloaded')" in message
     code, output = cli("scan", "ablation-kl", "--model", "org/not-downloaded", "--no-progress")
-    assert code == 2 and "Traceback" not in output and "hf download org/not-downloaded" in output.replace("\n", " ")
+    assert code == 1 and "Traceback" not in output and "hf download org/not-downloaded" in output.replace("\n", " ")
 
 
 def test_a_revision_that_is_not_cached_is_named_and_revision_needs_a_hub_id(tiny_in_cache):
@@ -297,7 +297,7 @@ def test_device_auto_picks_cuda_only_when_present_and_cuda_without_it_is_a_clear
         with pytest.raises(ModelLoadError, match=reason):
             loading.resolve_device("cuda:0")
         code, output = cli("scan", "ablation-kl", "--model", "tiny-llama", "--device", "cuda", "--no-progress")
-        assert code == 2 and reason in output.replace("\n", " ") and "Traceback" not in output
+        assert code == 1 and reason in output.replace("\n", " ") and "Traceback" not in output
 
 
 def test_dtype_reaches_the_model_from_the_cli(tmp_path):

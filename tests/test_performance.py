@@ -17,10 +17,11 @@ from interp.core.heads import Head
 from interp.engine.attribution import EXACT_SCORES, attribute, head_delta, screen_then_verify, top_heads
 from interp.engine.checkpoint import CheckpointError
 from interp.engine.hookpoints import v_name, z_name
+from interp.engine.prefix import shared_prefix_length, split_prefix
 from interp.engine.run import capture, make_intervention
-from interp.engine.sweep import kl_per_prompt, plan_passes, sweep
+from interp.engine.sweep import kl_per_prompt, plan_blocks, plan_passes, sweep
 from interp.model.tiny import build_tiny
-from interp.testing.reference import naive_sweep
+from interp.testing.reference import naive_group_readout, naive_sweep
 
 # Different lengths, so passes trim padding differently.
 PROMPTS = ["hello world", "the cat sat on the mat", "abc", "what is this thing?", "a much longer prompt here"]
@@ -63,6 +64,151 @@ def test_plan_passes_never_mixes_start_layers() -> None:
     assert sorted(flat) == sorted(rows)  # every row exactly once
     assert all(len(part) <= 4 for part in passes)
     assert all(len({start[g] for g, _ in part}) == 1 for part in passes)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Shared prefix (a chat template's system prompt run once per group, suffixes against its KV cache)
+# ---------------------------------------------------------------------------------------------------------
+SYSTEM = "<|system|>You are a careful, helpful assistant.<|end|>\n<|user|>"
+CHAT = [SYSTEM + p + "<|end|>\n<|assistant|>" for p in PROMPTS]  # shared prefix, different lengths (padding)
+SAME_LENGTH = ["hello you!", "the cat sa", "what is it", "quick fox?"]
+CHAT_SAME_LENGTH = [SYSTEM + p + "<|end|>\n<|assistant|>" for p in SAME_LENGTH]  # no padding
+
+
+@pytest.mark.parametrize("kind", ["zero", "uniform", "mean", "scale", "resample"])
+@pytest.mark.parametrize("prompts", [CHAT, CHAT_SAME_LENGTH], ids=["padded", "unpadded"])
+def test_shared_prefix_equals_naive(tiny_model: interp.LoadedModel, kind: str, prompts: list[str]) -> None:
+    alpha = 2.5 if kind == "scale" else None
+    if kind in ("mean", "resample"):  # the naive loop recomputes their values per head: fewer prompts
+        prompts = prompts[:3]
+    naive = naive_sweep(tiny_model, prompts, kl_per_prompt, kind=kind, alpha=alpha or 1.0, template="raw")
+    batch = tiny_model.tokenize(prompts, "raw")
+    assert bool(batch.attention_mask.all()) == (prompts[0] in CHAT_SAME_LENGTH)
+    # batch_size 5 and prompt_chunk 2: chunks split the set (the last one holds a single prompt), groups
+    # straddle passes, and every start layer occurs; chunk=None: all prompts at once.
+    for chunk in (2, None):
+        fast = sweep(
+            tiny_model,
+            prompts,
+            kl_per_prompt,
+            kind=kind,
+            alpha=alpha,
+            template="raw",
+            batch_size=5,
+            prompt_chunk=chunk,
+            shared_prefix=True,
+            progress=False,
+        )
+        if kind == "resample":  # per-prompt values at every position: runs without a shared prefix
+            assert fast.shared_prefix == [0] * len(fast.shared_prefix)
+        else:
+            assert min(fast.shared_prefix) >= len(SYSTEM)  # the byte tokenizer: one token per character
+        assert np.abs(fast.per_prompt - naive.per_prompt).max() <= 1e-5
+        assert np.abs(fast.scores - naive.scores).max() <= 1e-5
+    assert naive.scores.max() > 1e-4
+
+
+def _dist(base: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+    return (base - new).norm(dim=-1)
+
+
+@pytest.mark.parametrize("kind", ["zero", "uniform", "mean", "scale"])
+def test_shared_prefix_hidden_readout_equals_naive(tiny_llama: interp.LoadedModel, kind: str) -> None:
+    alpha = 0.5 if kind == "scale" else None
+    prompts = CHAT[:3] if kind == "mean" else CHAT
+    naive = naive_sweep(tiny_llama, prompts, _dist, readout="hidden", kind=kind, alpha=alpha or 1.0, template="raw")
+    fast = sweep(
+        tiny_llama,
+        prompts,
+        _dist,
+        readout="hidden",
+        kind=kind,
+        alpha=alpha,
+        template="raw",
+        batch_size=7,
+        prompt_chunk=3,
+        shared_prefix=True,
+        progress=False,
+    )
+    assert min(fast.shared_prefix) > 0
+    assert np.abs(fast.per_prompt - naive.per_prompt).max() <= 1e-5
+    assert naive.per_prompt.max() > 1e-3
+
+
+@pytest.mark.parametrize("shared", [True, False])
+@pytest.mark.parametrize("kind", ["uniform", "scale"])
+def test_fixed_heads_equal_one_plain_forward_per_group(tiny_model: interp.LoadedModel, kind: str, shared: bool) -> None:
+    """sweep(fixed=G): every row has G and its own head intervened on together; passes start at the row's own
+    layer from residuals cached with G intervened on. Checked against one plain forward per group."""
+    alpha = 0.0 if kind == "scale" else None
+    fixed = [Head(1, 2), Head(2, 0)]
+    heads = [h for h in tiny_model.heads() if h not in fixed]
+    base = naive_group_readout_safe(tiny_model, CHAT, [], kind)
+    fast = sweep(
+        tiny_model,
+        CHAT,
+        _dist,
+        readout="hidden",
+        heads=heads,
+        fixed=fixed,
+        kind=kind,
+        alpha=alpha,
+        template="raw",
+        batch_size=6,
+        prompt_chunk=3,
+        shared_prefix=shared,
+        progress=False,
+    )
+    assert (min(fast.shared_prefix) > 0) == shared
+    assert torch.allclose(fast.base, base, atol=1e-5)  # the base readout is the unintervened one
+    expected = np.stack(
+        [_dist(base, naive_group_readout_safe(tiny_model, CHAT, [*fixed, h], kind)).numpy() for h in heads]
+    )
+    assert np.abs(fast.per_prompt - expected).max() <= 1e-5
+    assert [g for (g,) in fast.groups] == heads  # reported per group as given, without the fixed heads
+
+
+def naive_group_readout_safe(model: interp.LoadedModel, prompts: list[str], heads: list[Head], kind: str):
+    """The final hidden states with `heads` intervened on together (kind "scale" with alpha 0)."""
+    return naive_group_readout(model, prompts, heads, kind=kind, alpha=0.0, template="raw")
+
+
+def test_auto_shares_only_a_worthwhile_prefix(tiny_llama: interp.LoadedModel) -> None:
+    chat = sweep(tiny_llama, CHAT, kl_per_prompt, heads=["L2H0"], template="raw", progress=False)
+    plain = sweep(tiny_llama, PROMPTS, kl_per_prompt, heads=["L2H0"], template="raw", progress=False)
+    off = sweep(tiny_llama, CHAT, kl_per_prompt, heads=["L2H0"], template="raw", shared_prefix=False, progress=False)
+    # The byte tokenizer adds BOS: the plain prompts share that one token, too few to be worth it.
+    assert chat.shared_prefix == [len(SYSTEM) + 1] and plain.shared_prefix == [0] and off.shared_prefix == [0]
+    assert np.abs(chat.scores - off.scores).max() <= 1e-5
+
+
+def test_split_prefix_layout(tiny_llama: interp.LoadedModel) -> None:
+    batch = tiny_llama.tokenize(CHAT[:3], "raw")
+    n = shared_prefix_length(batch)
+    prefix, suffixes = split_prefix(batch, n)
+    assert tiny_llama.tokenizer.decode(prefix.input_ids[0], skip_special_tokens=True) == SYSTEM
+    assert prefix.input_ids.shape == (1, n) and bool(prefix.attention_mask.all())
+    seq = batch.input_ids.shape[1]
+    for i, length in enumerate(batch.lengths.tolist()):
+        real = suffixes.input_ids[i][suffixes.attention_mask[i].bool()]
+        # prefix + the row's real suffix tokens = the row's own unpadded tokens
+        assert torch.equal(torch.cat([prefix.input_ids[0], real]), batch.input_ids[i, seq - length :])
+    assert bool(suffixes.attention_mask[:, -1].all())  # the readout column is real in every row
+    # a prompt equal to the prefix of another: the prefix stops one token short of it
+    short = tiny_llama.tokenize([SYSTEM, SYSTEM + "more"], "raw")
+    assert shared_prefix_length(short) == short.lengths.min().item() - 1
+
+
+def test_plan_blocks_cover_every_row_once() -> None:
+    start = [0, 0, 1, 1, 1, 2]
+    rows = [(g, p) for g in range(6) for p in range(3)]
+    blocks = plan_blocks(rows, start, [5, 3, 9], batch_size=4, max_groups=lambda layer: 2)
+    flat = [r for _, _, passes in blocks for part in passes for r in part]
+    assert sorted(flat) == sorted(rows)
+    for layer, groups, passes in blocks:
+        assert len(groups) <= 2 and all(start[g] == layer for g in groups)
+        assert {g for part in passes for g, _ in part} == set(groups)
+        assert all(len(part) <= 4 for part in passes)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 import interp
 from interp.cli import app
 from interp.core.errors import InterpError, ModelLoadError
-from interp.core.heads import Head
+from interp.core.heads import Head, parse_head
 from interp.engine.interventions import HeadIntervention
 from interp.engine.run import forward_last, unembed
 from interp.engine.sweep import kl_per_prompt
@@ -31,7 +31,7 @@ from interp.lines.safety.metrics import (
     subspace_angles,
 )
 from interp.model.tiny import build_tiny
-from interp.testing.reference import naive_sweep
+from interp.testing.reference import naive_group_readout, naive_sweep
 
 PROMPTS = ["hello world", "the cat sat on the mat", "abc", "what is this thing?", "a longer prompt, with words"]
 PLANTED, TOKEN = Head(1, 2), 70
@@ -244,6 +244,36 @@ def test_sahara_picks_planted_head_first_and_records_steps(planted, space, refer
         hidden = forward_last(planted, batch, iv, hidden=True).hidden
         assert steps[k - 1]["score"] == pytest.approx(reference(base, hidden, 1)[0], abs=1e-4)
         assert steps[k - 1]["scores"][group[k - 1].label] == max(steps[k - 1]["scores"].values())
+
+
+CHAT = [
+    "<|system|>You are a careful, helpful assistant.<|end|>\n<|user|>" + p + "<|end|>\n<|assistant|>" for p in PROMPTS
+]
+
+
+@pytest.mark.parametrize(("ablation", "prompts"), [("query", CHAT), ("values", PROMPTS)], ids=["shared", "plain"])
+def test_full_sahara_equals_bruteforce_greedy_search(tiny_llama, prompts, ablation):
+    """candidates=None (the default): every head at every step. Brute force: at each step one plain forward
+    pass per remaining head with the group so far and that head ablated together, the largest angle wins."""
+    config = SaharaConfig(steps=3, template="raw", ablation=ablation, batch_size=7)
+    result = sahara(tiny_llama, prompts, config, progress=False)
+    kind, alpha = ("uniform", 1.0) if ablation == "query" else ("scale", config.eps)
+
+    def hidden(heads):
+        return naive_group_readout(tiny_llama, prompts, heads, kind=kind, alpha=alpha, template="raw")
+
+    base = hidden([])
+    group: list[Head] = []
+    for step in result.extras["steps"]:
+        tried = [h for h in tiny_llama.heads() if h not in group]
+        angles = {h.label: float(numpy_angles(base, hidden([*group, h]), 1)[0]) for h in tried}
+        best = max(angles, key=angles.get)  # ties: the first (layer-major), as sahara does
+        assert step["n_tried"] == len(tried) == len(step["scores"])
+        assert max(abs(step["scores"][k] - v) for k, v in angles.items()) <= 1e-4
+        assert step["head"] == best
+        group.append(parse_head(best))
+    assert [h.label for h in group] == list(result.extras["group"])
+    assert len(result.extras["step_seconds"]) == 3
 
 
 def test_sahara_reuses_a_given_first_step(planted):

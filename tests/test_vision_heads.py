@@ -13,7 +13,8 @@ import interp
 from interp.core.errors import InterpError, MetricNotApplicableError, ModelLoadError, PromptError
 from interp.core.heads import Head
 from interp.engine.hookpoints import z_name
-from interp.engine.interventions import HeadIntervention, intervene
+from interp.engine.interventions import HeadIntervention
+from interp.engine.run import generate_batch
 from interp.lines.vision.metrics import (
     VHRConfig,
     make_pairs,
@@ -207,26 +208,100 @@ def test_parse_layers_auto_all_lists_and_errors():
         parse_layers("one", 3)
 
 
-def test_vhr_selects_layer_by_layer_with_earlier_reinforcement_in_place(tiny_llava):
+def _scaling(heads: list[Head], alpha: float, first: int) -> list:
+    """Plain hooks (no engine intervention code): z of `heads` times alpha at positions >= first."""
+
+    def hook(z, hook, head):
+        z = z.clone()
+        z[:, first:, head] = z[:, first:, head] * alpha
+        return z
+
+    from functools import partial
+
+    return [(z_name(h.layer), partial(hook, head=h.head)) for h in heads]
+
+
+def _brute_select(model, image, prompt, layers, alpha, positions) -> list[Head]:
+    """VHR's selection with full forward passes (one per layer and input, no resumed residuals), earlier
+    layers' heads reinforced by plain hooks at every position ("all") or only at the last prompt position
+    ("generation")."""
+    with_image, text_ids = _inputs(model, image, prompt)
+    chosen: list[Head] = []
+    for layer in layers:
+        zs = {"image": [], "text": []}
+        for kind, inputs in (("image", dict(with_image)), ("text", {"input_ids": text_ids})):
+            first = 0 if positions == "all" else inputs["input_ids"].shape[1] - 1
+            store = {}
+
+            def grab(z, hook, store=store):
+                store["z"] = z[0, -1].detach().clone()  # [n_heads, d_head] at the last position
+
+            ids = inputs.pop("input_ids")
+            with model.bridge.hooks(fwd_hooks=[*_scaling(chosen, alpha, first), (z_name(layer), grab)]):
+                model.bridge(ids, **inputs)
+            zs[kind] = store["z"]
+        zi, zt = zs["image"], zs["text"]
+        chosen += [Head(layer, h) for h in select_layer((zi - zt).norm(dim=-1), zt.norm(dim=-1), "median", 3, 1.0)]
+    return chosen
+
+
+@pytest.mark.parametrize("positions", ["generation", "all"])
+def test_vhr_selects_layer_by_layer_with_earlier_reinforcement_in_place(tiny_llava, positions):
     images, prompts = _images(2, seed=6), ["what is this?", "hi"]
-    config = VHRConfig(layers="all", alpha=3.0, template="raw")
-    batch = tiny_llava.tokenize_images(prompts, images, "raw")
+    config = VHRConfig(layers="all", alpha=3.0, template="raw", positions=positions)
+    batch = tiny_llava.tokenize_images(prompts, images, "raw")  # left-padded: the two prompts differ in length
     got = vhr_interventions(tiny_llava, batch, config)
-    for i in range(2):  # brute force, one input at a time, full forward passes
-        with_image, text_ids = _inputs(tiny_llava, images[i], prompts[i])
-        chosen: list[Head] = []
-        for layer in range(tiny_llava.n_layers):
-            iv = HeadIntervention(tuple(chosen), "scale", 3.0) if chosen else None
-            z_img, z_txt = [], []
-            with intervene(tiny_llava, iv):
-                for h in range(tiny_llava.n_heads):
-                    z_img.append(_head_z(tiny_llava, layer, h, -1, **dict(with_image)))
-                    z_txt.append(_head_z(tiny_llava, layer, h, -1, input_ids=text_ids))
-            zi, zt = torch.stack(z_img), torch.stack(z_txt)
-            heads = select_layer((zi - zt).norm(dim=-1), zt.norm(dim=-1), "median", 3, 1.0)
-            chosen += [Head(layer, h) for h in heads]
+    for i in range(2):
+        chosen = _brute_select(tiny_llava, images[i], prompts[i], range(tiny_llava.n_layers), 3.0, positions)
         assert got[i] is not None and list(got[i].heads) == chosen
         assert got[i].kind == "scale" and got[i].alpha == 3.0
+        assert got[i].positions == {"generation": "last", "all": "all"}[positions]
+
+
+def _brute_vhr_generate(model, image, prompt, heads, alpha, positions, steps) -> list[int]:
+    """Greedy decoding with no cache: every step recomputes the whole sequence, the heads reinforced at every
+    position ("all") or at the positions that predicted a token: the last prompt position and after."""
+    with_image, _ = _inputs(model, image, prompt)
+    n_prompt = with_image["input_ids"].shape[1]
+    first = 0 if positions == "all" else n_prompt - 1
+    ids = with_image.pop("input_ids")
+    for _ in range(steps):
+        with torch.no_grad(), model.bridge.hooks(fwd_hooks=_scaling(heads, alpha, first)):
+            logits = model.bridge(ids, **with_image)
+        ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], 1)
+    return ids[0, n_prompt:].tolist()
+
+
+def test_vhr_generation_matches_a_per_step_brute_force_for_both_position_choices(tiny_llava):
+    """The paper's choice (positions="generation", the default) and ours ("all") each equal a no-cache
+    per-step implementation, selection included; and the two choices are different generations."""
+    image, prompt, alpha, steps = _images(1, seed=11)[0], "look", 4.0, 6
+    got = {}
+    for positions in ("generation", "all"):
+        config = VHRConfig(layers="0-2", alpha=alpha, template="raw", positions=positions)
+        batch = tiny_llava.tokenize_images([prompt], [image], "raw")
+        _, new = generate_batch(
+            tiny_llava, batch, vhr_interventions(tiny_llava, batch, config), max_new_tokens=steps, return_ids=True
+        )
+        heads = _brute_select(tiny_llava, image, prompt, [0, 1, 2], alpha, positions)
+        want = _brute_vhr_generate(tiny_llava, image, prompt, heads, alpha, positions, steps)
+        got[positions] = new[0].tolist()
+        assert got[positions] == want, positions
+        _, used = vhr_generate(tiny_llava, [image], [prompt], config, max_new_tokens=steps)
+        assert list(used[0].heads) == heads
+    assert VHRConfig().positions == "generation"
+    batch = tiny_llava.tokenize_images([prompt], [image], "raw")
+    logits = {
+        p: interp.engine.run.forward_last(
+            tiny_llava,
+            batch,
+            HeadIntervention(
+                tuple(Head(layer, h) for layer in range(3) for h in range(2)), "scale", alpha, positions=p
+            ),
+        ).logits
+        for p in ("last", "all")
+    }
+    assert (logits["last"] - logits["all"]).abs().max() > 1e-3  # the prefill choice changes the prediction
 
 
 def test_vhr_generation_with_alpha_one_is_the_base_generation(tiny_llava):
@@ -334,3 +409,47 @@ def test_cli_generate_with_vhr(tmp_path):
     assert "VHR" in res.output and "L1H" in res.output + "L2H"
     res = runner.invoke(app, ["generate", "--model", "tiny-llama", "--prompt", "hi", "--vhr"])
     assert res.exit_code == 2 and "needs images" in res.output
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The co-occurrence testbed's controls and detector statistics (the recorded run: docs/vision_heads.md)
+# ---------------------------------------------------------------------------------------------------------
+def test_random_head_control_uses_the_same_alpha_positions_layers_and_counts(tiny_llava):
+    from interp.lines.vision.cooccur import random_rows
+
+    config = VHRConfig(layers="all", alpha=1.5, template="raw")
+    batch = tiny_llava.tokenize_images(["what is this?", "hi", "go"], _images(3, seed=9), "raw")
+    vhr_rows = vhr_interventions(tiny_llava, batch, config)
+    for seed in (0, 1):
+        rows = random_rows(tiny_llava, vhr_rows, config, np.random.default_rng(seed))
+        for vhr_iv, iv in zip(vhr_rows, rows, strict=True):
+            assert iv is not None and vhr_iv is not None
+            assert (iv.kind, iv.alpha, iv.positions) == ("scale", 1.5, "last")
+            per_layer = lambda heads: sorted(h.layer for h in heads)  # noqa: E731
+            assert per_layer(iv.heads) == per_layer(vhr_iv.heads)  # same layers, same number per layer
+            for layer in {h.layer for h in vhr_iv.heads}:
+                mine = {h.head for h in vhr_iv.heads if h.layer == layer}
+                if len(mine) <= tiny_llava.n_heads / 2:  # enough other heads: none of VHR's are drawn
+                    assert not mine & {h.head for h in iv.heads if h.layer == layer}
+
+
+def test_auroc_and_a_tiny_cooccur_run_end_to_end(tmp_path):
+    from interp.lines.vision.cooccur import CooccurConfig, auroc, run
+
+    assert auroc(np.array([0.0, 1.0]), np.array([2.0, 3.0])) == 1.0
+    assert auroc(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 0.0
+    assert auroc(np.array([1.0, 2.0]), np.array([1.0, 2.0])) == 0.5
+    out = tmp_path / "cooccur.json"
+    cfg = CooccurConfig(
+        model="tiny-llava", out=str(out), n_scenes=3, qa_scenes=1, alphas=("2",), random_seeds=1,
+        vhr_layers="1-2", max_caption_tokens=3, bootstrap=20, batch_size=2,
+    )  # fmt: skip
+    run(cfg)
+    saved = json.loads(out.read_text())
+    assert saved["status"] == "complete"
+    assert [r["setting"] for r in saved["settings"]] == ["base", "vhr alpha=2", "random alpha=2 seed=0"]
+    for row in saved["settings"]:
+        assert len(row["captions"]) == 3 and {"shape", "colour+shape", "absent_partner", "qa"} <= set(row)
+    assert saved["settings"][1]["mean_heads_reinforced"] == saved["settings"][2]["mean_heads_reinforced"] > 0
+    with pytest.raises(InterpError, match="alphas"):
+        CooccurConfig(alphas=("x",))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -13,13 +14,19 @@ from interp.core.errors import InterpError
 from interp.lines.vision.scenes import (
     COLOURS,
     SHAPES,
+    CooccurSpec,
     Scene,
     SceneObject,
+    absent_partner_rate,
     chair,
     first_word,
     load_scene_file,
+    make_cooccur_scenes,
     make_scenes,
     mentioned_objects,
+    pair_breaking_scenes,
+    pairing_counts,
+    parse_pairs,
     save_scenes,
 )
 from interp.model.zoo import scenes_vlm as build
@@ -78,6 +85,60 @@ def test_captions_and_chair_against_hand_counts():
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Co-occurrence-biased scenes
+# ---------------------------------------------------------------------------------------------------------
+def test_cooccur_scenes_have_the_stated_pairing_counts_exactly():
+    spec = CooccurSpec("circle:square,triangle:diamond", pair_rate=0.9, hidden_rate=0.3)
+    scenes = make_cooccur_scenes(400, seed=3, spec=spec)
+    assert scenes == make_cooccur_scenes(400, seed=3, spec=spec) and scenes != make_cooccur_scenes(400, 4, spec)
+    counts = pairing_counts(scenes, spec)
+    for cue, partner in spec.pair_list:
+        c = counts[f"{cue}:{partner}"]
+        # exact quotas, not Bernoulli draws: round(rate * n) of the cue scenes, then of the pairs
+        assert c["cue_and_partner"] == round(0.9 * c["cue"]) and c["cue"] > 100
+        assert c["partner_hidden"] == round(0.3 * c["cue_and_partner"])
+        # recount by hand from the objects
+        cue_scenes = [s for s in scenes if any(o.shape == cue for o in s.objects)]
+        both = [s for s in cue_scenes if any(o.shape == partner for o in s.objects)]
+        assert (len(cue_scenes), len(both)) == (c["cue"], c["cue_and_partner"])
+        assert sum(any(o.shape == partner and o.hidden for o in s.objects) for s in both) == c["partner_hidden"]
+    for scene in scenes:  # still valid scenes: distinct shapes, colours, cells; hidden objects are not drawn
+        assert 1 <= len(scene.objects) <= 4
+        assert len({o.shape for o in scene.objects}) == len({o.colour for o in scene.objects}) == len(scene.objects)
+        cells = [(o.row, o.col) for o in scene.objects]
+        assert cells == sorted(set(cells))
+        assert all(o.hidden == (o.shape in ("square", "diamond") and o.hidden) for o in scene.objects)
+    hidden_scene = next(s for s in scenes if any(o.hidden for o in s.objects))
+    ghost = next(o for o in hidden_scene.objects if o.hidden)
+    drawn = hidden_scene.render()[int(ghost.cy), int(ghost.cx)].astype(int)
+    assert np.abs(drawn - hidden_scene.background).max() < 40  # background there, not the object's colour
+    assert ghost.shape in hidden_scene.caption()  # but the caption names it
+    assert all(q.answer != ghost.colour for q in hidden_scene.questions() if q.kind == "colour")
+    assert spec.named_partner_rate() == pytest.approx(0.27 / 0.37)
+    with pytest.raises(InterpError, match="one pair only"):
+        parse_pairs("circle:square,square:cross")
+    with pytest.raises(InterpError, match="cue:partner"):
+        parse_pairs("circle-square")
+    with pytest.raises(InterpError, match="pair_rate"):
+        CooccurSpec(pair_rate=1.5)
+
+
+def test_pair_breaking_scenes_hold_a_cue_and_never_its_partner_and_absent_partner_rate_counts():
+    spec = CooccurSpec()
+    scenes = pair_breaking_scenes(40, seed=1, spec=spec)
+    assert scenes == pair_breaking_scenes(40, seed=1, spec=spec)
+    for i, scene in enumerate(scenes):
+        cue = spec.pair_list[i % 2][0]
+        assert cue in scene.shapes and not any(o.hidden for o in scene.objects)
+        assert all(partner not in scene.shapes for c, partner in spec.pair_list if c in scene.shapes)
+    one = _scene(("red", "circle"), ("green", "cross"))
+    both_cues = _scene(("red", "circle"), ("blue", "triangle"))
+    captions = ["a red circle, a blue square and a green cross.", "a red circle and a blue triangle."]
+    got = absent_partner_rate(captions, [one, both_cues], spec)
+    assert got == {"rate": pytest.approx(1 / 3), "named": 1, "cases": 3}
+
+
+# ---------------------------------------------------------------------------------------------------------
 # LoRA merge and the parts file
 # ---------------------------------------------------------------------------------------------------------
 def _random_lora(model, rank=4, alpha=8.0, seed=0):
@@ -126,3 +187,20 @@ def test_scenes_vlm_ships_small_parts_and_answers_held_out_questions():
     items = qa_items(make_scenes(8, seed=777))  # held out: training never draws from seed 777's stream
     acc = qa_accuracy(model, items)
     assert acc["accuracy"] >= 0.8, acc  # the full held-out measurement (docs/vision_heads.md) is larger
+
+
+def test_shipped_cooccur_variant_is_small_and_records_its_exact_training_pairing():
+    from interp.lines.vision.train import TrainConfig, scene_stream
+    from interp.model.zoo.scenes_vlm import parts_dir
+
+    parts = parts_dir("scenes-vlm-cooccur")
+    size = sum(p.stat().st_size for p in parts.iterdir())
+    assert size <= 20e6, f"{parts} is {size / 1e6:.1f} MB"
+    meta = json.loads((parts / "parts.json").read_text())
+    cfg = TrainConfig(**{k: v for k, v in meta["train_config"].items()})
+    assert cfg.scene_set == "cooccur" and cfg.init_lora
+    stream = scene_stream(cfg, cfg.stage2_steps * cfg.stage2_batch, cfg.seed + 5)  # the run's stage-2 scenes
+    assert meta["stage2_pairing_counts"] == pairing_counts(stream, cfg.cooccur())
+    for c in meta["stage2_pairing_counts"].values():
+        assert c["cue_and_partner"] == round(cfg.pair_rate * c["cue"])
+        assert c["partner_hidden"] == round(cfg.hidden_rate * c["cue_and_partner"])

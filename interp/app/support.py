@@ -40,7 +40,7 @@ from interp.engine.compare import show_token
 from interp.engine.hookpoints import pattern_name
 from interp.engine.interventions import HeadIntervention
 from interp.engine.run import capture
-from interp.lines.entropy.report import Thresholds, classify
+from interp.lines.entropy.report import EntropyReport, Thresholds, classify
 from interp.model.loaded import LoadedModel
 from interp.model.registry import get_entry, list_models
 
@@ -327,6 +327,20 @@ def entropy_class(normalized: float, collapse: float = COLLAPSE, overload: float
     """ "collapsed" (< collapse of the maximum), "overloaded" (> overload), "normal", or "unknown" (NaN)."""
     label = classify(np.array([normalized], dtype=float), Thresholds(collapse, overload))[0]
     return label or "unknown"
+
+
+def entropy_classes(
+    result: HeadScores, collapse: float = COLLAPSE, overload: float = OVERLOAD
+) -> tuple[str, pd.DataFrame]:
+    """For an `entropy` result: a one-line count of collapsed / normal / overloaded heads, and the flagged heads
+    (collapsed lowest first, then overloaded highest first) as label, normalized, raw (nats), class."""
+    report = EntropyReport(result, collapse, overload)
+    t = report.totals()
+    line = (
+        f"{t['heads']} heads: {t['collapsed']} collapsed (< {collapse:g} of max), {t['normal']} normal, "
+        f"{t['overloaded']} overloaded (> {overload:g} of max)."
+    )
+    return line, report.flagged()[["label", "normalized", "raw", "class"]]
 
 
 def top_attended(pattern: np.ndarray, tokens: Sequence[str], k: int = 8) -> pd.DataFrame:

@@ -82,6 +82,11 @@ def report(
         f"All {totals['heads']} heads: {totals['collapsed']} collapsed ({totals['frac_collapsed']:.1%}), "
         f"{totals['normal']} normal, {totals['overloaded']} overloaded ({totals['frac_overloaded']:.1%})."
     )
+    flagged = rep.flagged()
+    for klass in ("collapsed", "overloaded"):  # the per-head classification: which heads, how far
+        part = flagged[flagged["class"] == klass]
+        heads = ", ".join(f"{r.label} {r.normalized:.3f}" for r in part.itertuples())
+        console.print(f"{klass.capitalize()} heads ({len(part)}): {heads or 'none'}", highlight=False)
     for written in (csv, heads_csv, html):
         if written is not None:
             wrote(written)

@@ -38,6 +38,7 @@ def register(app: typer.Typer) -> None:
         app.command(name=name)(friendly_errors(fn))  # the older top-level spellings
     vision_app.command(name="train")(friendly_errors(train))
     vision_app.command(name="experiment")(friendly_errors(experiment))
+    vision_app.command(name="cooccur")(friendly_errors(cooccur))
     app.add_typer(vision_app, name="vision")
 
 
@@ -81,6 +82,19 @@ def experiment(
     run(config)
 
 
+def cooccur(
+    options: list[str] = typer.Option([], "--set", "-s", help="Override a CooccurConfig field, key=value."),
+    threads: int | None = typer.Option(None, help="torch threads (default: torch's choice)."),
+) -> None:
+    """The co-occurrence hallucination testbed: baseline vs VHR vs random heads on pair-breaking scenes."""
+    from interp.cli import parse_options
+    from interp.lines.vision.cooccur import CooccurConfig, run
+
+    config = CooccurConfig.from_strings(parse_options(options))
+    _threads(threads)
+    run(config)
+
+
 def generate(
     prompt: str = typer.Option(..., "--prompt", help="The prompt (asked about each image)."),
     model: str = typer.Option("default", "--model", "-m", help=MODEL_HELP),
@@ -93,6 +107,9 @@ def generate(
     selection: str = typer.Option("median", help="VHR: median | top_k (per layer)."),
     top_k: int = typer.Option(3, help="VHR: heads per layer for --selection top_k."),
     outlier_std: float | None = typer.Option(1.0, help="VHR: outlier rule threshold in std (none: off)."),
+    positions: str = typer.Option(
+        "generation", help="VHR: generation (the paper: only positions that predict a token) | all (prefill too)."
+    ),
     max_new_tokens: int = typer.Option(48, help="Tokens to generate."),
     template: str = typer.Option("auto", help="auto | chat | raw | query | paper."),
     seed: int = typer.Option(0, help="Seed of the generated scenes for --images scenes."),
@@ -115,6 +132,7 @@ def generate(
             top_k=top_k,
             outlier_std=outlier_std,
             template=template,  # type: ignore[arg-type]
+            positions=positions,  # type: ignore[arg-type]
         )
     if (image or images) and vhr is False and not image and images is None:
         raise UsageError("Give --image FILE or --images DIR.")

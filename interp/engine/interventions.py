@@ -45,6 +45,7 @@ InterventionKind = Literal["zero", "mean", "resample", "uniform", "scale"]
 # The largest |alpha| for "scale": head outputs are O(1-100), so beyond this float32 / bfloat16 activations
 # overflow to inf and every score turns NaN. Reinforcing factors in the literature are 1-10.
 MAX_ALPHA = 1e6
+Positions = Literal["all", "last"]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -239,6 +240,10 @@ class HeadIntervention:
     eps: the query factor for "uniform".
     values: for "mean", [n_layers, n_heads, d_head] head means; for "resample",
         [n_layers, src_pos, n_heads, d_head] head outputs on the source prompt (use `make_intervention`).
+    positions: "all" changes every position of every pass; "last" changes only the last position of a
+        multi-position pass (the prompt's prefill) and the one position of each cached decoding step, i.e.
+        exactly the positions that predict a token (VHR as the paper defines it, per generation step).
+        Prompts are left-padded, so the last position is the last real token of every row.
     """
 
     heads: tuple[Head, ...]
@@ -246,6 +251,7 @@ class HeadIntervention:
     alpha: float = 1.0
     eps: float = 1e-8
     values: torch.Tensor | None = None
+    positions: Positions = "all"
 
     def __post_init__(self) -> None:
         spec = get_kind(self.kind)
@@ -263,6 +269,8 @@ class HeadIntervention:
         eps = validate.number("eps", self.eps, minimum=0, maximum=1, min_open=True, max_open=True)
         object.__setattr__(self, "alpha", alpha)
         object.__setattr__(self, "eps", eps)
+        if self.positions not in ("all", "last"):
+            raise InterpError(f'positions must be "all" or "last", got {self.positions!r}.')
         expected = spec.values_ndim
         if expected is not None and (self.values is None or self.values.ndim != expected):
             raise InterpError(
@@ -274,14 +282,16 @@ class HeadIntervention:
         return get_kind(self.kind)
 
     def describe(self) -> str:
-        return f"{self.kind}{self.spec.detail(self)} on {','.join(h.label for h in self.heads)}"
+        where = " (last position only)" if self.positions == "last" else ""
+        return f"{self.kind}{self.spec.detail(self)} on {','.join(h.label for h in self.heads)}{where}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "heads": [h.label for h in self.heads], **self.spec.params(self)}
+        out = {"kind": self.kind, "heads": [h.label for h in self.heads], **self.spec.params(self)}
+        return out | ({"positions": "last"} if self.positions == "last" else {})
 
     def with_heads(self, heads: Sequence[Head]) -> HeadIntervention:
         """The same kind and parameters on other heads (values are per layer/head, so they carry over)."""
-        return HeadIntervention(tuple(heads), self.kind, self.alpha, self.eps, self.values)
+        return HeadIntervention(tuple(heads), self.kind, self.alpha, self.eps, self.values, self.positions)
 
 
 Rows = HeadIntervention | Sequence[HeadIntervention | None] | None
@@ -296,6 +306,7 @@ class _LayerPlan:
     z_add: torch.Tensor | None = None  # [rows, pos or 1, n_heads, d_head]
     z_add_last: torch.Tensor | None = None  # [rows, 1, n_heads, d_head]: the value for decoding steps
     q_mul: torch.Tensor | None = None  # [rows, n_heads]
+    last_only: torch.Tensor | None = None  # [rows] bool: rows whose change applies at the last position only
 
 
 def compile_rows(model: LoadedModel, rows: Rows, seq_len: int) -> dict[int, _LayerPlan]:
@@ -316,6 +327,10 @@ def compile_rows(model: LoadedModel, rows: Rows, seq_len: int) -> dict[int, _Lay
             if not (0 <= head.layer < model.n_layers and 0 <= head.head < n_heads):
                 raise InterpError(f"Head {head.label} is out of range for {model.name}.")
             plan = plans.setdefault(head.layer, _LayerPlan())
+            if iv.positions == "last":
+                if plan.last_only is None:
+                    plan.last_only = torch.zeros(n_rows, dtype=torch.bool)
+                plan.last_only[r] = True
             if spec.site == "q":
                 if plan.q_mul is None:
                     plan.q_mul = torch.ones(n_rows, n_heads, dtype=dt)
@@ -333,7 +348,7 @@ def compile_rows(model: LoadedModel, rows: Rows, seq_len: int) -> dict[int, _Lay
                 plan.z_add[r, :, head.head] = prompt_value.to(dt).cpu()
                 plan.z_add_last[r, 0, head.head] = decode_value.to(dt).cpu()  # type: ignore[index]
     for plan in plans.values():
-        for name in ("z_mul", "z_add", "z_add_last", "q_mul"):
+        for name in ("z_mul", "z_add", "z_add_last", "q_mul", "last_only"):
             value = getattr(plan, name)
             if value is not None:
                 setattr(plan, name, value.to(model.device))
@@ -345,8 +360,21 @@ def _rows_match(n_plan: int, n_batch: int, where: str) -> None:
         raise InterpError(f"{where}: the intervention has {n_plan} rows but the batch has {n_batch}.")
 
 
+def _keep_earlier(new: torch.Tensor, old: torch.Tensor, plan: _LayerPlan) -> torch.Tensor:
+    """Undo the change before the last position in rows marked last_only (positions="last")."""
+    if plan.last_only is None or new.shape[1] == 1:
+        return new  # one position: a decoding step, which predicts a token
+    keep = plan.last_only.to(new.device)[:, None].expand(-1, new.shape[1]).clone()  # [rows, pos]
+    keep[:, -1] = False
+    return torch.where(keep[:, :, None, None], old, new)
+
+
 def _z_hook(z: torch.Tensor, hook: Any, plan: _LayerPlan) -> torch.Tensor:
     # z: [batch, pos, n_heads, d_head]
+    return _keep_earlier(_z_change(z, hook, plan), z, plan)
+
+
+def _z_change(z: torch.Tensor, hook: Any, plan: _LayerPlan) -> torch.Tensor:
     if plan.z_mul is not None:
         _rows_match(plan.z_mul.shape[0], z.shape[0], hook.name)
         # .to(z.device): with a device map, layer l may live on another GPU than the plan (a no-op otherwise).
@@ -367,7 +395,7 @@ def _q_hook(q: torch.Tensor, hook: Any, plan: _LayerPlan) -> torch.Tensor:
     # q: [batch, pos, n_heads, d_head]
     assert plan.q_mul is not None
     _rows_match(plan.q_mul.shape[0], q.shape[0], hook.name)
-    return q * plan.q_mul[:, None, :, None].to(q.device)
+    return _keep_earlier(q * plan.q_mul[:, None, :, None].to(q.device), q, plan)
 
 
 def intervention_hooks(model: LoadedModel, rows: Rows, seq_len: int) -> list[tuple[str, Callable]]:

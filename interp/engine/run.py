@@ -81,6 +81,138 @@ def make_intervention(
     return HeadIntervention(parsed, kind, alpha, eps, values)  # type: ignore[arg-type]
 
 
+@dataclass
+class PrefixKV:
+    """The attention keys and values of a token prefix that precedes every row of a batch (a KV cache).
+
+    keys[l], values[l]: [n or 1, n_kv_heads, length, d_head] for layer l, as the model's attention caches
+    them (after rotary embeddings). A layer held as one row is shared by every row (e.g. the layers below an
+    intervention); otherwise row i of the batch attends to prefix row i. A pass given a PrefixKV runs only
+    the tokens after the prefix (see run_last)."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+
+    @property
+    def length(self) -> int:
+        return int(self.keys[0].shape[-2])
+
+    @property
+    def n(self) -> int:
+        return max(int(k.shape[0]) for k in self.keys)
+
+    def take(self, index: Sequence[int]) -> PrefixKV:
+        """Rows `index` of this prefix, in that order (may repeat). Layers held as one row stay shared."""
+        idx = torch.as_tensor(list(index), dtype=torch.long)
+
+        def pick(t: torch.Tensor) -> torch.Tensor:
+            return t if t.shape[0] == 1 else t[idx.to(t.device)]
+
+        return PrefixKV([pick(k) for k in self.keys], [pick(v) for v in self.values])
+
+    def cat(self, other: PrefixKV) -> PrefixKV:
+        """The rows of self followed by those of other (layers that both share as the same one row stay so)."""
+        n_a, n_b = self.n, other.n
+
+        def join(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            if a is b and a.shape[0] == 1:
+                return a
+            return torch.cat([a.expand(n_a, -1, -1, -1), b.expand(n_b, -1, -1, -1)])
+
+        return PrefixKV(
+            [join(a, b) for a, b in zip(self.keys, other.keys, strict=True)],
+            [join(a, b) for a, b in zip(self.values, other.values, strict=True)],
+        )
+
+
+def _layer_classes() -> tuple[type, type]:
+    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+
+    return DynamicLayer, DynamicSlidingWindowLayer
+
+
+def _new_cache(model: LoadedModel) -> Any:
+    """An empty HF DynamicCache laid out for the model (one layer object per block)."""
+    from transformers import DynamicCache
+
+    return DynamicCache(config=model.hf_model.config)
+
+
+def prefix_cache_supported(model: LoadedModel, total_length: int) -> bool:
+    """Whether a token prefix can be cached and reused exactly (PrefixKV) for inputs of up to total_length
+    tokens: every layer caches plain keys/values (a sliding window only when it covers every position),
+    and the model is a text model (image inputs are spliced into the tokens on a full pass only)."""
+    if model.is_multimodal:
+        return False
+    try:
+        cache = _new_cache(model)
+    except Exception:  # a config transformers cannot lay out a cache for: no KV-cache route
+        return False
+    full, sliding = _layer_classes()
+    if len(cache.layers) != model.n_layers:
+        return False
+    for layer in cache.layers:
+        if type(layer) is sliding:
+            if getattr(layer, "sliding_window", 0) < total_length:
+                return False
+        elif type(layer) is not full:
+            return False
+    return True
+
+
+def _kv_cache(model: LoadedModel, prefix: PrefixKV, n_rows: int) -> Any:
+    """A fresh DynamicCache holding `prefix` for n_rows rows (the pass appends its own keys/values to it)."""
+    cache = _new_cache(model)
+    if prefix.n not in (1, n_rows):
+        raise InterpError(f"A prefix of {prefix.n} rows met a batch of {n_rows} rows.")
+    for layer, (k, v) in enumerate(zip(prefix.keys, prefix.values, strict=True)):
+        cache.update(k.expand(n_rows, -1, -1, -1), v.expand(n_rows, -1, -1, -1), layer)
+    return cache
+
+
+def _forward(
+    model: LoadedModel,
+    batch: TokenBatch,
+    rows: Rows,
+    capture: Sequence[str],
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None,
+    start_layer: int,
+    resid: torch.Tensor | None,
+    prefix: PrefixKV | None,
+    cache: Any = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The one forward pass behind run_last and run_prefix (see there)."""
+    unknown = [n for n in capture if n not in model.bridge.hook_dict]
+    if unknown:
+        raise InterpError(f"Unknown hook point(s) {unknown}; e.g. {z_name(0)}, {pattern_name(0)}, {FINAL_HIDDEN}.")
+    store: dict[str, torch.Tensor] = {}
+    hooks = intervention_hooks(model, rows, batch.input_ids.shape[1])
+    hooks += [(n, partial(_store, store=store, key=n, reduce=reduce)) for n in capture]
+    mask = batch.attention_mask  # [batch, pos]
+    kwargs: dict[str, Any] = {}
+    if prefix is not None:
+        # Rows = the tokens after the prefix: the mask covers prefix + these tokens (left padding sits between
+        # them, masked out), positions continue after the prefix, and attention reads the prefix from the cache.
+        n = len(batch)
+        kwargs["past_key_values"] = _kv_cache(model, prefix, n)
+        kwargs["position_ids"] = prefix.length + position_ids(mask)
+        mask = torch.cat([mask.new_ones(n, prefix.length), mask], 1)
+    elif cache is not None:  # run_prefix: an unpadded prefix whose keys/values land in `cache`
+        kwargs["past_key_values"] = cache
+        kwargs["position_ids"] = position_ids(mask)
+    if start_layer:
+        assert resid is not None, "start_layer needs the residual entering that layer"
+        kwargs.setdefault("position_ids", position_ids(mask))
+        kwargs["start_at_layer"] = start_layer
+        model_input = resid
+    else:
+        kwargs.update(image_inputs(batch))  # images: only on a full pass
+        model_input = batch.input_ids
+    with hooked(model, hooks), layers_from(model, start_layer):
+        logits = model.bridge(model_input, attention_mask=mask, logits_to_keep=1, **kwargs)
+    return logits[:, -1].float(), store
+
+
 @torch.no_grad()
 def run_last(
     model: LoadedModel,
@@ -90,6 +222,7 @@ def run_last(
     reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
     start_layer: int = 0,
     resid: torch.Tensor | None = None,
+    prefix: PrefixKV | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One forward pass with interventions; returns last-position logits [batch, d_vocab] and captures.
 
@@ -98,22 +231,45 @@ def run_last(
     capture: hook names to store (reduced by `reduce` inside the hook when given).
     start_layer, resid: skip blocks < start_layer, feeding resid [batch, pos, d_model] (the residual
     entering block start_layer on an unintervened run) instead. Exact when no intervention sits below.
+    prefix: the keys/values of tokens that come before every row (from run_prefix, e.g. a chat template's
+    shared system prompt); `batch` then holds only the tokens after them (left-padded; captures and resid
+    cover only these positions). Exact when the prefix was computed under the same interventions.
     """
-    unknown = [n for n in capture if n not in model.bridge.hook_dict]
-    if unknown:
-        raise InterpError(f"Unknown hook point(s) {unknown}; e.g. {z_name(0)}, {pattern_name(0)}, {FINAL_HIDDEN}.")
-    store: dict[str, torch.Tensor] = {}
-    hooks = intervention_hooks(model, rows, batch.input_ids.shape[1])
-    hooks += [(n, partial(_store, store=store, key=n, reduce=reduce)) for n in capture]
-    if start_layer:
-        assert resid is not None, "start_layer needs the residual entering that layer"
-        kwargs = {"start_at_layer": start_layer, "position_ids": position_ids(batch.attention_mask)}
-        model_input = resid
-    else:
-        kwargs, model_input = image_inputs(batch), batch.input_ids  # images: only on a full pass
-    with hooked(model, hooks), layers_from(model, start_layer):
-        logits = model.bridge(model_input, attention_mask=batch.attention_mask, logits_to_keep=1, **kwargs)
-    return logits[:, -1].float(), store
+    return _forward(model, batch, rows, capture, reduce, start_layer, resid, prefix)
+
+
+@torch.no_grad()
+def run_prefix(
+    model: LoadedModel,
+    batch: TokenBatch,
+    rows: Rows = None,
+    capture: Sequence[str] = (),
+    start_layer: int = 0,
+    resid: torch.Tensor | None = None,
+    below: PrefixKV | None = None,
+) -> tuple[PrefixKV, dict[str, torch.Tensor]]:
+    """Run an unpadded token prefix [n, length] under interventions and keep its keys/values (PrefixKV) for
+    later passes over what follows it (run_last(..., prefix=...)); also returns the captures.
+
+    start_layer, resid: as in run_last; the keys/values of the skipped layers are taken from `below` (the
+    same prefix's PrefixKV on the pass whose residual `resid` is; one row or n rows)."""
+    if not bool(batch.attention_mask.all()):
+        raise InterpError("A cached prefix must not contain padding.")
+    if start_layer and (below is None or below.length != batch.input_ids.shape[1]):
+        raise InterpError("run_prefix with start_layer needs the keys/values of the layers below (same prefix).")
+    cache = _new_cache(model)
+    _, store = _forward(model, batch, rows, capture, None, start_layer, resid, None, cache)
+    keys: list[torch.Tensor] = []
+    values: list[torch.Tensor] = []
+    for layer in range(model.n_layers):
+        if layer < start_layer:
+            assert below is not None  # unchanged by this pass: kept as they are (one shared row or n rows)
+            keys.append(below.keys[layer])
+            values.append(below.values[layer])
+        else:
+            keys.append(cache.layers[layer].keys)
+            values.append(cache.layers[layer].values)
+    return PrefixKV(keys, values), store
 
 
 @contextlib.contextmanager

@@ -119,3 +119,23 @@ def naive_sweep(
         0.0,
         len(heads) * n_prompts,
     )
+
+
+def naive_group_readout(
+    model: LoadedModel,
+    prompts: Sequence[str],
+    heads: Sequence[Head],
+    *,
+    readout: str = "hidden",
+    kind: str = "zero",
+    alpha: float = 1.0,
+    eps: float = 1e-8,
+    template: str = "auto",
+) -> torch.Tensor:
+    """One full forward with every head of `heads` intervened on together (kinds zero, scale, uniform), no
+    batching tricks: last-position log-probs [n_prompts, d_vocab] or final hidden states [n_prompts, d_model]."""
+    if kind not in ("zero", "scale", "uniform"):
+        raise ValueError(f"naive_group_readout does zero, scale and uniform, not {kind!r}")
+    batch = model.tokenize(prompts, template)
+    lp, hid = _run(model, batch.input_ids, batch.attention_mask, [_hook(kind, h, alpha, eps, None) for h in heads])
+    return lp if readout == "logits" else hid

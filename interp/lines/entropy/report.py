@@ -73,6 +73,14 @@ class EntropyReport:
         frame = self.result.to_frame()[["layer", "head", "label"]]
         return frame.assign(raw=self.raw.ravel(), normalized=self.normalized.ravel(), **{"class": self.classes.ravel()})
 
+    def flagged(self) -> pd.DataFrame:
+        """The collapsed heads (lowest entropy first), then the overloaded ones (highest first): heads() rows."""
+        frame = self.heads()
+        frame = frame[frame["class"].isin(["collapsed", "overloaded"])]
+        # collapsed: 0..1 ascending; overloaded: 2 - normalized puts the most uniform head first after them.
+        order = np.where(frame["class"] == "collapsed", frame["normalized"], 3 - frame["normalized"])
+        return frame.iloc[np.argsort(order, kind="stable")].reset_index(drop=True)
+
     def per_layer(self) -> pd.DataFrame:
         """Per layer: head counts and fractions of each class, and mean entropy (normalized and raw)."""
         rows = []

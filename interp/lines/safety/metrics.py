@@ -148,12 +148,17 @@ def safety_sweep(
     *,
     heads: Sequence[HeadLike] | None = None,
     groups: Sequence[Sequence[HeadLike]] | None = None,
+    fixed: Sequence[HeadLike] | None = None,
     ablation: str = "query",
     eps: float = RELEASED_EPS,
     batch_size: int = 32,
+    shared_prefix: bool | None = None,
     progress: Progress = True,
 ) -> SafetySweep:
-    """Ablate each head (or group) on every prompt, batched, keeping the final hidden states."""
+    """Ablate each head (or group) on every prompt, batched, keeping the final hidden states.
+
+    fixed: heads ablated in every row besides the row's own (Sahara's group so far; see sweep's `fixed`):
+    hidden[i] is then the state with fixed + groups[i] ablated together."""
     kind, alpha = ablation_kind(ablation, eps)
     kept: list[torch.Tensor] = []
 
@@ -170,10 +175,12 @@ def safety_sweep(
         dataset_level=True,
         heads=heads,
         groups=groups,
+        fixed=fixed,
         kind=kind,
         alpha=alpha,
         eps=eps,
         batch_size=batch_size,
+        shared_prefix=shared_prefix,
         progress=progress,
     )
     return SafetySweep(result.groups, result.base.float().cpu(), torch.stack(kept), result.seconds)
@@ -382,7 +389,9 @@ def sahara(
     group = [first]
     for step in range(2, config.steps + 1):
         tried = [h for h in pool if h not in group]
-        swept = safety_sweep(model, batch, groups=[(*group, h) for h in tried], **opts)
+        # The group so far is ablated in every row and in the pass whose residuals are cached, so each
+        # candidate's pass starts at the candidate's own layer (not at the group's lowest one).
+        swept = safety_sweep(model, batch, heads=tried, fixed=group, **opts)
         angles = swept.angles(config.rank, config.space)[:, 0]
         pick = _best(angles)
         group.append(tried[pick])
@@ -397,7 +406,11 @@ def sahara(
         provenance=_provenance(
             prompts, batch, model, total, ablation=config.ablation, eps=config.eps, space=config.space
         ),
-        extras={"group": [h.label for h in group], "steps": [s.to_dict() for s in steps]},
+        extras={
+            "group": [h.label for h in group],
+            "steps": [s.to_dict() for s in steps],
+            "step_seconds": [round(s.seconds, 3) for s in steps],
+        },
     )
 
 

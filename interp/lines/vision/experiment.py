@@ -175,10 +175,10 @@ def caption_set(model: LoadedModel, cfg: ExperimentConfig, scenes: list[Scene], 
             "shape": chair(base, scenes).to_dict(),
             "colour+shape": chair(base, scenes, "colour+shape").to_dict(),
             "seconds": round(time.time() - t0, 1),
-            "captions": base[:20],
+            "captions": base,
         },
         "vhr": [],
-        "truth": [s.caption() for s in scenes[:20]],
+        "truth": [s.caption() for s in scenes],
     }
     log(f"[{name}] captions base: {out['base']['shape']}")
     for alpha in (float(a) for a in cfg.alphas):
@@ -194,7 +194,7 @@ def caption_set(model: LoadedModel, cfg: ExperimentConfig, scenes: list[Scene], 
             "colour+shape": chair(caps, scenes, "colour+shape").to_dict(),
             "mean_heads_reinforced": float(np.mean([len(iv.heads) if iv is not None else 0 for iv in used])),
             "seconds": round(time.time() - t0, 1),
-            "captions": caps[:20],
+            "captions": caps,
         }
         out["vhr"].append(row)
         log(f"[{name}] captions VHR alpha={alpha}: {row['shape']}")

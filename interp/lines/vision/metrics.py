@@ -360,6 +360,12 @@ class VHRConfig(VHDConfig):
     outlier_std: float | None = 1.0
     """Zero the score of heads whose VHD and text-only norm both exceed mean + outlier_std * std of their
     layer (None: no outlier rule)."""
+    positions: Literal["generation", "all"] = "generation"
+    """Where the selected heads are reinforced. "generation" (default; the paper, which defines VHD and the
+    reinforced head output per generation step): only at the positions that predict a token, i.e. the last
+    prompt position of the prefill and every generated token. "all": also every other prompt and image
+    position during the prefill (this project's earlier behaviour), which also changes the cached keys and
+    values that later steps read."""
 
     def check(self) -> None:
         super().check()
@@ -367,6 +373,17 @@ class VHRConfig(VHDConfig):
         if self.alpha <= 0:
             raise InterpError(f"alpha must be > 0, got {self.alpha}.")
         parse_layers(self.layers, None)  # syntax check; the range is checked against the model
+        if self.positions not in ("generation", "all"):
+            raise InterpError(f'positions must be "generation" or "all", got {self.positions!r}.')
+
+    def reinforce(self, heads: Sequence[Head]) -> HeadIntervention | None:
+        """The intervention that reinforces `heads` (None when there are none) with this alpha and positions."""
+        if not heads:
+            return None
+        return HeadIntervention(tuple(heads), "scale", self.alpha, positions=_POSITIONS[self.positions])
+
+
+_POSITIONS: dict[str, Literal["all", "last"]] = {"generation": "last", "all": "all"}
 
 
 def parse_layers(spec: str, n_layers: int | None) -> list[int]:
@@ -428,7 +445,7 @@ def vhr_interventions(
     start = 0
     chosen: list[list[Head]] = [[] for _ in range(len(batch))]
     for layer in progress_iter(layers, progress, desc="vhr select", total=len(layers)):
-        rows = [HeadIntervention(tuple(c), "scale", config.alpha) if c else None for c in chosen]
+        rows = [config.reinforce(c) for c in chosen]
         z: dict[str, torch.Tensor] = {}
         for kind, b in inputs.items():
             # Resume from the residual entering the previous selected layer: the layers below it are
@@ -441,7 +458,7 @@ def vhr_interventions(
         for i in range(len(batch)):
             heads = select_layer(vhd_l[i], norm_l[i], config.selection, config.top_k, config.outlier_std)
             chosen[i].extend(Head(layer, h) for h in heads)
-    return [HeadIntervention(tuple(c), "scale", config.alpha) if c else None for c in chosen]
+    return [config.reinforce(c) for c in chosen]
 
 
 def vhr_generate(

