@@ -255,7 +255,8 @@ CHAT = [
 def test_full_sahara_equals_bruteforce_greedy_search(tiny_llama, prompts, ablation):
     """candidates=None (the default): every head at every step. Brute force: at each step one plain forward
     pass per remaining head with the group so far and that head ablated together, the largest angle wins."""
-    config = SaharaConfig(steps=3, template="raw", ablation=ablation, batch_size=7)
+    # model space and eps 1e-8: the brute force below uses numpy_angles (right vectors) and the naive loop's eps
+    config = SaharaConfig(steps=3, template="raw", ablation=ablation, batch_size=7, space="model", eps=1e-8)
     result = sahara(tiny_llama, prompts, config, progress=False)
     kind, alpha = ("uniform", 1.0) if ablation == "query" else ("scale", config.eps)
 
