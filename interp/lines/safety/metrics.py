@@ -6,7 +6,10 @@
   the score is the principal angle (degrees) between the top-r right singular subspaces of M and of M
   with head h ablated.
 - `sahara`: greedy group search. G = {}; at each step add the head h maximizing the dataset-level angle of
-  G + {h} ablated together.
+  G + {h} ablated together. Every head is tried at every step by default (the paper's search). A step after
+  the first is one sweep with G ablated in every row (`sweep(..., fixed=G)`): the residuals are cached from
+  one pass with G ablated, so each candidate's pass starts at the candidate's own layer, and a step costs
+  about what the all-head sweep of step 1 costs.
 
 Ablation ("ablation" option):
 - "query" (default, the paper's "undifferentiated attention"): the head's queries are multiplied by eps,
@@ -17,7 +20,8 @@ Ablation ("ablation" option):
   to that head alone (A_h (eps V) = eps z_h) and leaves its K/V siblings untouched. With eps -> 0 this is
   zero-ablation of the head.
 
-All three run through interp.engine.sweep.sweep with readout="hidden" (batched rows, exact prefix reuse). One
+All three run through interp.engine.sweep.sweep with readout="hidden" (batched rows, exact layer-prefix reuse,
+and the chat template's shared token prefix run once per head: see the sweep's `shared_prefix`). One
 sweep gives both Ships and dataset Ships: the per-query KL uses logits = unembed(hidden), the model's own
 output projection applied to the same final hidden state (`safety_sweep`).
 """
