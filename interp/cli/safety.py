@@ -3,7 +3,7 @@ rate) and `interp safety run` (the recorded full run). `interp sahara` / `interp
 
 interp scan ships --model testbed --prompts advbench --limit 8 --set ablation=query --out ships.json
 interp scan ships-dataset --model testbed --prompts advbench --limit 8 --set rank=1
-interp safety sahara --model testbed --prompts advbench --limit 8 --steps 3 --candidates 8 --out sahara.json
+interp safety sahara --model testbed --prompts advbench --limit 8 --steps 3 --out sahara.json
 interp safety asr --model testbed --heads L3H4,L5H1 --prompts advbench --offset 8 --limit 100 --random-control
 """
 
@@ -54,7 +54,9 @@ def run(
     ablation: str = typer.Option("query", help="query (queries x eps: uniform attention) | values (output x eps)."),
     eps: float = typer.Option(1e-5, help="Query (or output) factor; 1e-5 as the released code."),
     steps: int = typer.Option(3, help="Sahara steps (heads in the group)."),
-    candidates: int | None = typer.Option(8, help="Sahara steps after the first try only the top-K heads."),
+    candidates: int | None = typer.Option(
+        None, help="Sahara steps after the first try only the top-K heads (default: every head)."
+    ),
     max_new_tokens: int = typer.Option(64),
     harmless_max_new_tokens: int | None = typer.Option(None, help="Default: --max-new-tokens."),
     min_tokens: int = typer.Option(32),

@@ -14,7 +14,10 @@
   For r > 1 all r principal angles are computed (extras["angles"] with all_angles=True); the score is the
   first, the smallest (theta_1 <= ... <= theta_r), which for r = 1 is the released code's angle.
 - `sahara`: greedy group search. G = {}; at each step add the head h maximizing the dataset-level angle of
-  G + {h} ablated together.
+  G + {h} ablated together. Every head is tried at every step by default (the paper's search). A step after
+  the first is one sweep with G ablated in every row (`sweep(..., fixed=G)`): the residuals are cached from
+  one pass with G ablated, so each candidate's pass starts at the candidate's own layer, and a step costs
+  about what the all-head sweep of step 1 costs.
 
 Ablation ("ablation" option, eps default 1e-5 as the released code's Sahara search; 1e-8 was our earlier default):
 - "query" (default, the paper's "undifferentiated attention"): the head's queries are multiplied by eps,
@@ -25,7 +28,8 @@ Ablation ("ablation" option, eps default 1e-5 as the released code's Sahara sear
   to that head alone (A_h (eps V) = eps z_h) and leaves its K/V siblings untouched. With eps -> 0 this is
   zero-ablation of the head.
 
-All three run through interp.engine.sweep.sweep with readout="hidden" (batched rows, exact prefix reuse). One
+All three run through interp.engine.sweep.sweep with readout="hidden" (batched rows, exact layer-prefix reuse,
+and the chat template's shared token prefix run once per head: see the sweep's `shared_prefix`). One
 sweep gives both Ships and dataset Ships: the per-query KL uses logits = unembed(hidden), the model's own
 output projection applied to the same final hidden state (`safety_sweep`).
 """

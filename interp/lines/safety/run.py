@@ -72,7 +72,7 @@ class RunOptions:
     ablation: str = "query"
     eps: float = RELEASED_EPS
     steps: int = 3
-    candidates: int | None = 8
+    candidates: int | None = None  # None: every head at every Sahara step
     max_new_tokens: int = 64
     harmless_max_new_tokens: int | None = None  # default: max_new_tokens
     min_tokens: int = 32
