@@ -213,7 +213,8 @@ def test_head_detail_shows_pattern_top_tokens_scores_and_entropy_class(monkeypat
     at.selectbox(key="detail_prompt").set_value(1).run()
     assert "Head L1H2" in texts(at.subheader)
     pattern, tokens = sup.attention_pattern(tiny_llama, SHORT2[1], interp.Head(1, 2))
-    shown = at.dataframe[1].value  # [0] is the scores tab's top-heads table
+    # the head detail's top-attended table (others: the scores tab's top heads, the entropy overview's classes)
+    shown = next(d.value for d in at.dataframe if "from last token" in d.value.columns)
     expected = sup.top_attended(pattern, tokens, 8)
     assert shown["token"].tolist() == expected["token"].tolist()
     np.testing.assert_allclose(shown["from last token"], expected["from last token"], atol=1e-6)
