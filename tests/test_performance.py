@@ -174,8 +174,10 @@ def naive_group_readout_safe(model: interp.LoadedModel, prompts: list[str], head
 
 
 def test_auto_shares_only_a_worthwhile_prefix(tiny_llama: interp.LoadedModel) -> None:
-    chat = sweep(tiny_llama, CHAT, kl_per_prompt, heads=["L2H0"], template="raw", progress=False)
-    plain = sweep(tiny_llama, PROMPTS, kl_per_prompt, heads=["L2H0"], template="raw", progress=False)
+    chat = sweep(tiny_llama, CHAT, kl_per_prompt, heads=["L2H0"], template="raw", shared_prefix=None, progress=False)
+    plain = sweep(
+        tiny_llama, PROMPTS, kl_per_prompt, heads=["L2H0"], template="raw", shared_prefix=None, progress=False
+    )
     off = sweep(tiny_llama, CHAT, kl_per_prompt, heads=["L2H0"], template="raw", shared_prefix=False, progress=False)
     # The byte tokenizer adds BOS: the plain prompts share that one token, too few to be worth it.
     assert chat.shared_prefix == [len(SYSTEM) + 1] and plain.shared_prefix == [0] and off.shared_prefix == [0]
