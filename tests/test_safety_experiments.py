@@ -286,3 +286,32 @@ def test_agreement_with_a_recorded_exhaustive_ships_result(tiny_llama):
     assert full["screened_equals_exhaustive"] == 1.0 and full["prompts"] == len(PROMPTS)
     exhaustive = per_query_heads(tiny_llama, PROMPTS, PerQueryConfig(eps=1e-8), exhaustive=True, progress=False)
     assert full["exhaustive"] == list(exhaustive["head"])
+
+
+def test_judged_rows_judge_each_distinct_response_once_with_the_same_verdicts(tiny_llama, tmp_path):
+    from types import SimpleNamespace
+
+    from interp.lines.safety.experiments import judged
+    from interp.lines.safety.judge import judge_rows
+
+    # Conditions that leave a response unchanged repeat it; the third row differs only in its token count.
+    rows = pd.DataFrame(
+        {
+            "condition": ["none", "ships@1", "ships@2", "none", "ships@1"],
+            "prompt_id": [0, 0, 0, 1, 1],
+            "prompt": ["abc", "abc", "abc", "hello world", "hello world"],
+            "response": ["I'm sorry, I cannot", "I'm sorry, I cannot", "I'm sorry, I cannot", "Sure: step one", "xx"],
+            "n_tokens": [5, 5, 3, 4, 1],
+        }
+    )
+    cfg = AsrConfig(min_tokens=4)
+    run = SimpleNamespace(out=tmp_path, args=SimpleNamespace(progress=False))
+    got = judged(run, tiny_llama, "t", rows, cfg, use_llm=False)
+    want = judge_rows(tiny_llama, rows["prompt"].tolist(), rows["response"].tolist(), rows["n_tokens"].tolist(),
+                      keywords=cfg.keywords, min_tokens=cfg.min_tokens, use_llm=False)  # fmt: skip
+    for col in want.columns:
+        if not (pd.api.types.is_numeric_dtype(want[col]) or pd.api.types.is_bool_dtype(want[col])):
+            assert got[col].tolist() == want[col].tolist(), col
+        else:
+            np.testing.assert_allclose(got[col].astype(float), want[col].astype(float), rtol=1e-5, err_msg=col)
+    assert got["success_keyword"].tolist() == [False, False, False, True, False]

@@ -97,17 +97,22 @@ def judged(
         .drop(columns="_merge")
     )
     if len(fresh):
+        # Ablating a few heads often leaves the response unchanged: every verdict is a function of
+        # (prompt, response, n_tokens) alone, so each distinct triple is judged once and the verdicts copied.
+        fresh = fresh.reset_index(drop=True).assign(response=lambda f: f["response"].fillna(""))
+        triple = ["prompt", "response", "n_tokens"]
+        unique = fresh[triple].drop_duplicates().reset_index(drop=True)
         verdicts = judge_rows(
             model,
-            fresh["prompt"].tolist(),
-            fresh["response"].fillna("").tolist(),
-            fresh["n_tokens"].tolist(),
+            unique["prompt"].tolist(),
+            unique["response"].tolist(),
+            unique["n_tokens"].tolist(),
             keywords=cfg.keywords,
             min_tokens=cfg.min_tokens,
             use_llm=use_llm and model.has_chat_template,  # the LLM judge asks through the chat template
             progress=run.args.progress,
         )
-        fresh = pd.concat([fresh.reset_index(drop=True), verdicts], axis=1)
+        fresh = fresh.merge(pd.concat([unique, verdicts], axis=1), on=triple, how="left", validate="many_to_one")
         done = fresh if done is None else pd.concat([done, fresh], ignore_index=True)
         write_rows(done, path)
     assert done is not None

@@ -318,6 +318,14 @@ def run_all(a: RunOptions) -> None:
     start = time.perf_counter()
     model = load_model(a.model, device=a.device, dtype=a.dtype)
     run.done("load", time.perf_counter() - start, model=model.info())
+    dose_ks = tuple(k for k in a.dose_ks if k <= model.n_layers * model.n_heads)
+    if "dose" in a.stages and dose_ks != tuple(a.dose_ks):
+        # The default doses reach 64 heads; a smaller model keeps the doses it has (checked before any long work).
+        if not dose_ks:
+            raise InterpError(
+                f"--dose-ks {list(a.dose_ks)}: every dose exceeds the model's {model.n_layers * model.n_heads} heads."
+            )
+        print(f"[dose] doses above the model's {model.n_layers * model.n_heads} heads dropped: now {list(dose_ks)}")
     advbench = load_prompts("advbench")
     scan_prompts, eval_prompts = advbench[: a.scan], advbench[a.scan : a.scan + a.eval]
     harmless = load_prompts("harmless", a.harmless)
@@ -349,7 +357,7 @@ def run_all(a: RunOptions) -> None:
             per_query_stage(run, model, eval_prompts[: a.per_query], cfg, pq, a.agreement, prior=ships)
         elif stage == "dose":
             scans = (ships, ships_d, sahara_group(found))
-            dose_stage(run, model, eval_prompts[: a.dose_eval], harmless[: a.dose_harmless], scans, a.dose_ks,
+            dose_stage(run, model, eval_prompts[: a.dose_eval], harmless[: a.dose_harmless], scans, dose_ks,
                        a.dose_seeds, cfg, harmless_cfg)  # fmt: skip
     if asr is not None:
         rates = {c: float(asr.summary.set_index("condition").loc[c, "asr"]) for c in conds}
