@@ -451,5 +451,13 @@ def test_auroc_and_a_tiny_cooccur_run_end_to_end(tmp_path):
     for row in saved["settings"]:
         assert len(row["captions"]) == 3 and {"shape", "colour+shape", "absent_partner", "qa"} <= set(row)
     assert saved["settings"][1]["mean_heads_reinforced"] == saved["settings"][2]["mean_heads_reinforced"] > 0
+    # A run cut short resumes: finished settings are kept as they are, the rest computed as before.
+    cut = {**saved, "status": "running", "settings": saved["settings"][:2]}
+    cut["settings"][0]["seconds"] = -1.0  # a marker that only survives if the setting is not recomputed
+    out.write_text(json.dumps(cut))
+    run(cfg)
+    resumed = json.loads(out.read_text())
+    assert resumed["status"] == "complete" and resumed["settings"][0]["seconds"] == -1.0
+    assert [r["captions"] for r in resumed["settings"]] == [r["captions"] for r in saved["settings"]]
     with pytest.raises(InterpError, match="alphas"):
         CooccurConfig(alphas=("x",))

@@ -259,6 +259,17 @@ def run(cfg: CooccurConfig) -> dict[str, Any]:
         "truth": [s.caption() for s in scenes],
         "settings": [],
     }
+    if out.is_file():
+        # Resume: a file written by the same configuration keeps its finished settings (each takes minutes).
+        try:
+            earlier = json.loads(out.read_text())
+        except (OSError, ValueError):
+            earlier = {}
+        if earlier.get("config") == json.loads(json.dumps(cfg.to_dict())) and earlier.get("truth") == results["truth"]:
+            results["settings"] = earlier.get("settings", [])
+            if "t_vhd" in earlier:
+                results["t_vhd"] = earlier["t_vhd"]
+            log(f"resuming {out}: {len(results['settings'])} settings on file")
 
     def save() -> None:
         results["timing"] = {
@@ -279,6 +290,8 @@ def run(cfg: CooccurConfig) -> dict[str, Any]:
         t1 = time.time()
         vcfg = VHRConfig(alpha=alpha or 1.0, layers=cfg.vhr_layers, positions=cfg.positions)  # type: ignore[arg-type]
         name = mode if alpha is None else f"{mode} alpha={alpha:g}" + ("" if seed is None else f" seed={seed}")
+        if any(row["setting"] == name for row in results["settings"]) and (mode != "base" or "t_vhd" in results):
+            continue
         rng = np.random.default_rng(1000 * (cfg.seed + 1) + (seed or 0)) if mode == "random" else None
         caps, heads = run_setting(
             model,
