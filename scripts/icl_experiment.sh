@@ -28,3 +28,5 @@ nice -n 10 "$PY" -m interp icl analyze "$RUN_DIR/h4.pt" --compare "$RUN_DIR/h1.p
     --out "$RUN_DIR/h4-analysis" | tee "$RUN_DIR/h4-analysis.txt"
 nice -n 10 "$PY" -m interp icl analyze "$RUN_DIR/h1.pt" --out "$RUN_DIR/h1-analysis" | tee "$RUN_DIR/h1-analysis.txt"
 nice -n 10 "$PY" scripts/icl_report.py "$RUN_DIR" "$FIG_DIR"
+# Every time the docs quote comes from a file kept beside the figures (runs/ is not committed).
+cat "$RUN_DIR"/together.time "$RUN_DIR"/h4.time "$RUN_DIR"/h1.time "$RUN_DIR"/h4-linear.time > "$FIG_DIR/times.txt"
