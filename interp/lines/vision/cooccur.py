@@ -265,7 +265,11 @@ def run(cfg: CooccurConfig) -> dict[str, Any]:
             earlier = json.loads(out.read_text())
         except (OSError, ValueError):
             earlier = {}
-        if earlier.get("config") == json.loads(json.dumps(cfg.to_dict())) and earlier.get("truth") == results["truth"]:
+        now, default = (json.loads(json.dumps(c.to_dict())) for c in (cfg, CooccurConfig()))
+        then = earlier.get("config", {})
+        # Same settings; a field added since the file was written must be at its default.
+        same = then.keys() <= now.keys() and all(now[k] == (then[k] if k in then else default[k]) for k in now)
+        if same and earlier.get("truth") == results["truth"]:
             results["settings"] = earlier.get("settings", [])
             if "t_vhd" in earlier:
                 results["t_vhd"] = earlier["t_vhd"]
