@@ -275,6 +275,18 @@ def test_full_run_with_the_paper_experiments_on_tiny(tmp_path):
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     assert (out / "dose_rows.csv").read_text() == before
+    # A grown grid computes only the new doses' KL; the earlier columns stay, and equal a fresh computation.
+    kl_before = pd.read_csv(out / "dose_kl.csv")
+    res = CliRunner().invoke(app, [*args[:-2], "1,2,3", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    kl_after = pd.read_csv(out / "dose_kl.csv")
+    pd.testing.assert_frame_equal(kl_after[kl_before.columns], kl_before)
+    assert "ships@3" in kl_after and "ships@3" in set(pd.read_csv(out / "dose_summary.csv")["condition"])
+    fresh = tmp_path / "fresh"
+    res = CliRunner().invoke(app, [*args[:-2], "1,2,3", "--no-progress", "--out", str(fresh)])
+    assert res.exit_code == 0, res.output
+    np.testing.assert_allclose(pd.read_csv(fresh / "dose_kl.csv")[kl_after.columns[1:]], kl_after[kl_after.columns[1:]],
+                               rtol=1e-5, atol=1e-6)  # fmt: skip
 
 
 def test_agreement_with_a_recorded_exhaustive_ships_result(tiny_llama):

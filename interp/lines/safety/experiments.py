@@ -209,14 +209,17 @@ def dose_stage(
     (out / "dose_orders.json").write_text(json.dumps({k: [h.label for h in v] for k, v in orders.items()}, indent=0))
     conds = dose.dose_conditions(orders, ks)
     kl_path = out / "dose_kl.csv"
-    if kl_path.is_file():
-        frame = pd.read_csv(kl_path)
-        kl: Mapping[str, np.ndarray] = {c: frame[c].to_numpy() for c in conds}
-    else:
+    frame = pd.read_csv(kl_path) if kl_path.is_file() else pd.DataFrame({"prompt": list(harmless)})
+    if frame["prompt"].tolist() != list(harmless):  # other harmless prompts: the file on record does not apply
+        frame = pd.DataFrame({"prompt": list(harmless)})
+    missing = {c: heads for c, heads in conds.items() if c not in frame.columns}  # a grown grid adds columns only
+    if missing:
         start = time.perf_counter()
-        kl = harmless_kl(model, harmless, conds, harmless_cfg, progress=a.progress)
-        pd.DataFrame({"prompt": list(harmless), **kl}).to_csv(kl_path, index=False)
-        run.done("dose_kl", time.perf_counter() - start, conditions=len(conds))
+        new = harmless_kl(model, harmless, missing, harmless_cfg, progress=a.progress)
+        frame = frame.assign(**{c: new[c] for c in missing})
+        frame.to_csv(kl_path, index=False)
+        run.done("dose_kl", time.perf_counter() - start, conditions=len(missing))
+    kl: Mapping[str, np.ndarray] = {c: frame[c].to_numpy() for c in conds}
     start = time.perf_counter()
     # Harmless side first (shorter), so a stage stopped by the budget still has the cost of every condition.
     side, side_complete = generate_resumable(run, model, "dose_harmless", harmless, conds, harmless_cfg)
