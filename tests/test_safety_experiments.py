@@ -226,10 +226,12 @@ def test_head_orders_and_conditions():
         dose.dose_conditions(orders, [5])
 
 
-@pytest.mark.parametrize(("s", "n"), [(0, 10), (3, 10), (10, 10), (37, 50)])
+@pytest.mark.parametrize(("s", "n"), [(0, 10), (3, 10), (10, 10), (37, 50), (0, 50), (50, 50), (0, 100), (17, 17)])
 def test_wilson_interval_matches_scipy(s, n):
     ci = scipy.stats.binomtest(s, n).proportion_ci(method="wilson")
     assert dose.wilson(s, n) == pytest.approx((ci.low, ci.high), abs=1e-9)
+    lo, hi = dose.wilson(s, n)
+    assert lo <= s / n <= hi  # exactly: error bars are never negative (rounding at 0 and 1 once made them so)
 
 
 def test_summary_and_smallest_k():

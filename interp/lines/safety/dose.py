@@ -69,7 +69,8 @@ def wilson(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float,
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # Clamped to contain p: at p = 0 or 1 rounding can put a bound a hair past it (a negative error bar).
+    return (min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half)))
 
 
 def summarize(
