@@ -300,6 +300,11 @@ def test_agreement_with_a_recorded_exhaustive_ships_result(tiny_llama):
     assert full["screened_equals_exhaustive"] == 1.0 and full["prompts"] == len(PROMPTS)
     exhaustive = per_query_heads(tiny_llama, PROMPTS, PerQueryConfig(eps=1e-8), exhaustive=True, progress=False)
     assert full["exhaustive"] == list(exhaustive["head"])
+    assert full["exhaustive_top_in_shortlist"] == 1.0 and np.allclose(full["screened_kl_over_best_kl"], 1.0)
+    one = agreement_with_recorded(tiny_llama, recorded, PROMPTS, PerQueryConfig(shortlist=1, eps=1e-8), False)
+    hit = [a == b for a, b in zip(one["screened"], one["exhaustive"], strict=True)]
+    assert one["exhaustive_top_in_shortlist"] == one["screened_equals_exhaustive"] == np.mean(hit)
+    assert all(0 < r <= 1 + 1e-9 for r in one["screened_kl_over_best_kl"])
 
 
 def test_judged_rows_judge_each_distinct_response_once_with_the_same_verdicts(tiny_llama, tmp_path):

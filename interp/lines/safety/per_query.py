@@ -184,9 +184,15 @@ def agreement_with_recorded(
     exhaustive = [heads[int(np.nanargmax(p.ravel()))].label for p in ships.per_prompt]
     screened = per_query_heads(model, prompts, config, progress=progress)
     same = [a == b for a, b in zip(screened["head"], exhaustive, strict=True)]
+    shortlists = [str(t).split(",") for t in screened["tried"]]
+    index = {h.label: (h.layer, h.head) for h in heads}
+    # How close a miss is: the recorded (exhaustive) KL of the screened head over the best head's, per prompt.
+    share = [float(p[index[h]] / np.nanmax(p)) for p, h in zip(ships.per_prompt, screened["head"], strict=True)]
     return {
         "prompts": len(prompts),
         "screened_equals_exhaustive": float(np.mean(same)),
+        "exhaustive_top_in_shortlist": float(np.mean([e in s for e, s in zip(exhaustive, shortlists, strict=True)])),
+        "screened_kl_over_best_kl": share,
         "screened": list(screened["head"]),
         "exhaustive": exhaustive,
         "shortlist": config.shortlist,
