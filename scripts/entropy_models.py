@@ -49,8 +49,8 @@ def main() -> None:
         totals = report.totals()
         layer_table = report.per_layer()
 
-        def where(cls: str) -> str:
-            counts = layer_table.set_index("layer")[cls]
+        def where(cls: str, table=layer_table) -> str:
+            counts = table.set_index("layer")[cls]
             return ", ".join(f"L{layer}: {int(n)}" for layer, n in counts.items() if n) or "none"
 
         mean = np.nanmean(report.normalized, axis=1)
