@@ -655,6 +655,25 @@ def test_the_app_stops_its_child_on_sigterm_and_sigint(tmp_path, signum) -> None
     assert time.monotonic() - started < 30
 
 
+@pytest.mark.timeout(60)
+def test_the_app_stops_its_child_when_the_signal_lands_on_another_thread(tmp_path) -> None:
+    """The OS may hand a process signal to any thread (tqdm's monitor, say); the main thread, waiting for the
+    child, must still run the handler promptly (a blocking waitpid would wait out the child's 60 s)."""
+    cmd, pid_file = _sleeper(tmp_path)
+
+    def send() -> None:
+        while not pid_file.exists() or not pid_file.read_text():
+            time.sleep(0.05)
+        signal.pthread_kill(threading.get_ident(), signal.SIGINT)  # delivered to this thread, not the main one
+
+    threading.Thread(target=send, daemon=True).start()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt), signals_as_exceptions():
+        run_child(cmd)
+    assert time.monotonic() - started < 30
+    assert _gone(int(pid_file.read_text())), "the child process outlived us"
+
+
 def test_the_app_command_runs_streamlit_through_run_child(monkeypatch) -> None:
     import interp.cli.core as core
 

@@ -222,7 +222,14 @@ def run_child(cmd: list[str], env: dict[str, str] | None = None, grace_s: float 
     it too (SIGTERM, then SIGKILL after grace_s), so no server is left running and listening."""
     child = subprocess.Popen(cmd, env=env)
     try:
-        return child.wait()
+        while True:
+            # Wait in short slices, not one blocking waitpid: a signal the OS hands to another thread (tqdm's
+            # monitor, a server thread) does not interrupt the main thread's waitpid, so its Python handler
+            # would only run when the child exits. Between slices the main thread runs the pending handler.
+            try:
+                return child.wait(timeout=0.2)
+            except subprocess.TimeoutExpired:
+                continue
     finally:
         if child.poll() is None:
             child.terminate()
