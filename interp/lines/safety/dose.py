@@ -134,7 +134,7 @@ def smallest_k(summary: pd.DataFrame, orders: Sequence[str], column: str = "asr_
     return out
 
 
-def figure(summary: pd.DataFrame, title: str):  # -> plotly Figure
+def figure(summary: pd.DataFrame, title: str, asr: str | None = None):  # -> plotly Figure
     """Three panels over k (log scale): judged ASR (keyword ASR dashed), harmless refusal rate, harmless KL;
     one line per order with 95% Wilson intervals; "none" as a dotted reference line."""
     import plotly.graph_objects as go
@@ -147,7 +147,8 @@ def figure(summary: pd.DataFrame, title: str):  # -> plotly Figure
     )
     none = summary[summary["order"] == "none"]
     colours = {"ships": "#d62728", "dataset": "#1f77b4"}
-    asr = "asr_judged" if "asr_judged" in summary else "asr_robust"
+    # The solid line: `asr`, default the judged ASR (robust where no LLM judge ran)
+    asr = asr or ("asr_judged" if "asr_judged" in summary else "asr_robust")
     for order, rows in summary[summary["order"] != "none"].groupby("order", sort=False):
         rows = rows.sort_values("k")
         colour = colours.get(str(order), "#7f7f7f")
@@ -175,7 +176,7 @@ def figure(summary: pd.DataFrame, title: str):  # -> plotly Figure
     return fig
 
 
-def figure_png(summary: pd.DataFrame, title: str, path: str | Path) -> Path:
+def figure_png(summary: pd.DataFrame, title: str, path: str | Path, asr: str | None = None) -> Path:
     """The same three panels as a static PNG (matplotlib), for docs."""
     import matplotlib
 
@@ -183,7 +184,8 @@ def figure_png(summary: pd.DataFrame, title: str, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    asr = "asr_judged" if "asr_judged" in summary else "asr_robust"
+    # The solid line: `asr`, default the judged ASR (robust where no LLM judge ran)
+    asr = asr or ("asr_judged" if "asr_judged" in summary else "asr_robust")
     colours = {"ships": "#d62728", "dataset": "#1f77b4"}
     for order, rows in summary[summary["order"] != "none"].groupby("order", sort=False):
         rows = rows.sort_values("k")
@@ -199,7 +201,7 @@ def figure_png(summary: pd.DataFrame, title: str, path: str | Path) -> Path:
     none = summary[summary["order"] == "none"]
     if len(none):
         axes[0].axhline(float(none[asr].iloc[0]), color="k", ls=":", label="no ablation")
-    for ax, name in zip(axes, ("ASR (solid: judged, dashed: keyword)", "harmless refusal rate", "harmless KL (nats)"),
+    for ax, name in zip(axes, (f"ASR (solid: {asr[4:]}, dashed: keyword)", "harmless refusal rate", "harmless KL (nats)"),
                         strict=True):  # fmt: skip
         ax.set_xscale("log")
         ax.set_xlabel("heads ablated together (k)")
