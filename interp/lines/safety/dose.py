@@ -201,8 +201,8 @@ def figure_png(summary: pd.DataFrame, title: str, path: str | Path, asr: str | N
     none = summary[summary["order"] == "none"]
     if len(none):
         axes[0].axhline(float(none[asr].iloc[0]), color="k", ls=":", label="no ablation")
-    for ax, name in zip(axes, (f"ASR (solid: {asr[4:]}, dashed: keyword)", "harmless refusal rate", "harmless KL (nats)"),
-                        strict=True):  # fmt: skip
+    titles = (f"ASR (solid: {asr[4:]}, dashed: keyword)", "harmless refusal rate", "harmless KL (nats)")
+    for ax, name in zip(axes, titles, strict=True):
         ax.set_xscale("log")
         ax.set_xlabel("heads ablated together (k)")
         ax.set_title(name)
