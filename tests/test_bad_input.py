@@ -640,9 +640,18 @@ def _gone(pid: int) -> bool:
     return False
 
 
+@pytest.fixture
+def sigint_raises():
+    """SIGINT as in a terminal (KeyboardInterrupt): a shell starts background jobs with SIGINT ignored, and the
+    test must not depend on how the test run was started."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_the_app_stops_its_child_on_sigterm_and_sigint(tmp_path, signum) -> None:
+def test_the_app_stops_its_child_on_sigterm_and_sigint(tmp_path, signum, sigint_raises) -> None:
     """`interp app` runs Streamlit through run_child: when we are stopped, the child is stopped too."""
     cmd, pid_file = _sleeper(tmp_path)
     thread = _signal_when_started(pid_file, signum)
@@ -656,7 +665,7 @@ def test_the_app_stops_its_child_on_sigterm_and_sigint(tmp_path, signum) -> None
 
 
 @pytest.mark.timeout(60)
-def test_the_app_stops_its_child_when_the_signal_lands_on_another_thread(tmp_path) -> None:
+def test_the_app_stops_its_child_when_the_signal_lands_on_another_thread(tmp_path, sigint_raises) -> None:
     """The OS may hand a process signal to any thread (tqdm's monitor, say); the main thread, waiting for the
     child, must still run the handler promptly (a blocking waitpid would wait out the child's 60 s)."""
     cmd, pid_file = _sleeper(tmp_path)
