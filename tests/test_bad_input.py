@@ -359,6 +359,12 @@ CASES: list[Case] = [
     C(NONFINITE, ["safety", "sahara", *TINY, "--eps", "inf"], 2, "--eps must be a finite number"),
     C(NONFINITE, ["ray-sweep", *TINY, "--kind", "scale", "--alpha", "nan"], 2, "--alpha must be a finite number"),
     C(NONFINITE, ["safety", "run", *TINY, "--out", "{tmp}/s", "--budget-s", "inf"], 2, "--budget-s must be a finite"),
+    C(
+        COUNTS,
+        ["safety", "run", *TINY, "--out", "{tmp}/s", "--stages", "dose", "--dose-ks", "100,200"],
+        1,
+        "every dose exceeds the model's 12 heads",
+    ),
     # -- corrupt or impossible inputs: one line each ---------------------------------------------------------
     C(CORRUPT, ["show", "{notjson}"], 1, "corrupt: not valid JSON"),
     C(CORRUPT, ["show", "{list}"], 1, "expected a JSON object"),

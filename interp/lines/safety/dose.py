@@ -134,6 +134,11 @@ def smallest_k(summary: pd.DataFrame, orders: Sequence[str], column: str = "asr_
     return out
 
 
+def _solid_asr(summary: pd.DataFrame, asr: str | None) -> str:
+    """The ASR column drawn as the solid line: `asr`, else the judged ASR (robust where no LLM judge ran)."""
+    return asr or ("asr_judged" if "asr_judged" in summary else "asr_robust")
+
+
 def figure(summary: pd.DataFrame, title: str, asr: str | None = None):  # -> plotly Figure
     """Three panels over k (log scale): judged ASR (keyword ASR dashed), harmless refusal rate, harmless KL;
     one line per order with 95% Wilson intervals; "none" as a dotted reference line."""
@@ -147,8 +152,7 @@ def figure(summary: pd.DataFrame, title: str, asr: str | None = None):  # -> plo
     )
     none = summary[summary["order"] == "none"]
     colours = {"ships": "#d62728", "dataset": "#1f77b4"}
-    # The solid line: `asr`, default the judged ASR (robust where no LLM judge ran)
-    asr = asr or ("asr_judged" if "asr_judged" in summary else "asr_robust")
+    asr = _solid_asr(summary, asr)
     for order, rows in summary[summary["order"] != "none"].groupby("order", sort=False):
         rows = rows.sort_values("k")
         colour = colours.get(str(order), "#7f7f7f")
@@ -184,8 +188,7 @@ def figure_png(summary: pd.DataFrame, title: str, path: str | Path, asr: str | N
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    # The solid line: `asr`, default the judged ASR (robust where no LLM judge ran)
-    asr = asr or ("asr_judged" if "asr_judged" in summary else "asr_robust")
+    asr = _solid_asr(summary, asr)
     colours = {"ships": "#d62728", "dataset": "#1f77b4"}
     for order, rows in summary[summary["order"] != "none"].groupby("order", sort=False):
         rows = rows.sort_values("k")

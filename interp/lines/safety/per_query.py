@@ -25,7 +25,7 @@ import pandas as pd
 
 from interp.core.config import Config, TemplateName, positive
 from interp.core.errors import InterpError
-from interp.core.heads import Head
+from interp.core.heads import Head, parse_head
 from interp.core.progress import Progress, progress_iter
 from interp.core.results import HeadScores
 from interp.engine.attribution import attribute
@@ -185,9 +185,9 @@ def agreement_with_recorded(
     screened = per_query_heads(model, prompts, config, progress=progress)
     same = [a == b for a, b in zip(screened["head"], exhaustive, strict=True)]
     shortlists = [str(t).split(",") for t in screened["tried"]]
-    index = {h.label: (h.layer, h.head) for h in heads}
     # How close a miss is: the recorded (exhaustive) KL of the screened head over the best head's, per prompt.
-    share = [float(p[index[h]] / np.nanmax(p)) for p, h in zip(ships.per_prompt, screened["head"], strict=True)]
+    tops = [parse_head(h) for h in screened["head"]]
+    share = [float(p[h.layer, h.head] / np.nanmax(p)) for p, h in zip(ships.per_prompt, tops, strict=True)]
     return {
         "prompts": len(prompts),
         "screened_equals_exhaustive": float(np.mean(same)),

@@ -318,14 +318,13 @@ def run_all(a: RunOptions) -> None:
     start = time.perf_counter()
     model = load_model(a.model, device=a.device, dtype=a.dtype)
     run.done("load", time.perf_counter() - start, model=model.info())
-    dose_ks = tuple(k for k in a.dose_ks if k <= model.n_layers * model.n_heads)
+    n_heads = model.n_layers * model.n_heads
+    dose_ks = tuple(k for k in a.dose_ks if k <= n_heads)
     if "dose" in a.stages and dose_ks != tuple(a.dose_ks):
         # The default doses reach 64 heads; a smaller model keeps the doses it has (checked before any long work).
         if not dose_ks:
-            raise InterpError(
-                f"--dose-ks {list(a.dose_ks)}: every dose exceeds the model's {model.n_layers * model.n_heads} heads."
-            )
-        print(f"[dose] doses above the model's {model.n_layers * model.n_heads} heads dropped: now {list(dose_ks)}")
+            raise InterpError(f"--dose-ks {list(a.dose_ks)}: every dose exceeds the model's {n_heads} heads.")
+        print(f"[dose] doses above the model's {n_heads} heads dropped: now {list(dose_ks)}")
     advbench = load_prompts("advbench")
     scan_prompts, eval_prompts = advbench[: a.scan], advbench[a.scan : a.scan + a.eval]
     harmless = load_prompts("harmless", a.harmless)
