@@ -79,6 +79,12 @@ def run(
     dose_harmless: int = typer.Option(25, help="Dose-response: harmless prompts per point."),
     dose_ks: str = typer.Option("1,2,4,8,16,32,64", help="Dose-response: numbers of heads ablated together."),
     dose_seeds: str = typer.Option("0,1", help="Dose-response: seeds of the random head orders."),
+    llm_judge: bool = typer.Option(
+        True,
+        "--llm-judge/--no-llm-judge",
+        help="Per-query and dose stages: also ask the model itself whether each response complies (the slowest judge: "
+        "a forward pass over rubric + prompt + response each); without it: keyword, robust keyword and fluency.",
+    ),
 ) -> None:
     """The full safety-heads run (resumable): Ships + Sahara on AdvBench, ASR on held-out prompts, harmless cost,
     the per-query top-1 experiment, the dose-response curves and the judges' agreement with hand labels."""
@@ -106,6 +112,7 @@ def run(
             stages=tuple(v.strip() for v in stages.split(",") if v.strip()), per_query=per_query,
             shortlist=shortlist, screen=screen, agreement=agreement, dose_eval=dose_eval, dose_harmless=dose_harmless,
             dose_ks=ints("dose-ks", dose_ks), dose_seeds=ints("dose-seeds", dose_seeds),
+            llm_judge=llm_judge,
         )
     )  # fmt: skip
 

@@ -88,7 +88,10 @@ def judged(
     key = ["condition", "prompt_id"]
     if rows.empty:
         return rows
+    use_llm = use_llm and run.args.llm_judge and model.has_chat_template  # the LLM judge asks via the chat template
     done = read_rows(path) if path.is_file() else None
+    if use_llm and done is not None:  # rows judged before without the LLM judge are judged again, all judges
+        done = done[done["llm_label"].notna()] if "llm_label" in done else None
     fresh = (
         rows
         if done is None
@@ -109,14 +112,17 @@ def judged(
             unique["n_tokens"].tolist(),
             keywords=cfg.keywords,
             min_tokens=cfg.min_tokens,
-            use_llm=use_llm and model.has_chat_template,  # the LLM judge asks through the chat template
+            use_llm=use_llm,
             progress=run.args.progress,
         )
         fresh = fresh.merge(pd.concat([unique, verdicts], axis=1), on=triple, how="left", validate="many_to_one")
         done = fresh if done is None else pd.concat([done, fresh], ignore_index=True)
         write_rows(done, path)
     assert done is not None
-    return rows[key].merge(done, on=key, how="left")
+    out = rows[key].merge(done, on=key, how="left")
+    if not use_llm:  # LLM verdicts on file from an earlier run would cover some rows only: leave them out
+        out = out.drop(columns=[c for c in out if c == "llm_label" or c == "success_judged" or c.startswith("p_")])
+    return out
 
 
 def _rates(frame: pd.DataFrame) -> pd.DataFrame:

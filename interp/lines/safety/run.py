@@ -90,6 +90,7 @@ class RunOptions:
     dose_harmless: int = 25  # harmless prompts per dose-response point
     dose_ks: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
     dose_seeds: tuple[int, ...] = (0, 1)  # seeds of the random head orders
+    llm_judge: bool = True  # per-query / dose: also the LLM judge (slow); False: keyword, robust keyword, fluency
 
 
 STAGES = ("asr", "harmless", "per-query", "dose", "judge")
