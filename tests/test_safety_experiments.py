@@ -249,6 +249,28 @@ def test_summary_and_smallest_k():
     assert len(fig.data) >= 4
 
 
+def test_fluent_asr_counts_a_broken_model_as_no_attack():
+    # Without an LLM judge, a degenerate response the refusal rules miss must not count as a successful attack:
+    # ships@4 "succeeds" 6/10 by the robust rule but 4 of those are gibberish.
+    rows = []
+    for cond, (hits, broken) in {"none": (0, 0), "ships@4": (6, 4), "random-s0@4": (1, 0)}.items():
+        for i in range(10):
+            rows.append({"condition": cond, "success_keyword": i < hits, "success_robust": i < hits,
+                         "robust": "", "degenerate": i < broken})  # fmt: skip
+    summary = dose.summarize(pd.DataFrame(rows), None, None).set_index("condition")
+    assert summary.loc["ships@4", "asr_robust"] == pytest.approx(0.6)
+    assert summary.loc["ships@4", "asr_fluent"] == pytest.approx(0.2)
+    assert dose.smallest_k(summary.reset_index(), ["ships"], "asr_robust")["ships"]["k"] == 4
+    assert dose.smallest_k(summary.reset_index(), ["ships"], "asr_fluent")["ships"] is None
+    assert dose._solid_asr(summary, None) == "asr_fluent"  # the line drawn when no LLM judge ran
+    # A resumed run mixes rows judged before success_fluent existed (no value) with new ones: same rates, and a
+    # grown grid's conditions (appended on file) are listed with their order by k.
+    mixed = pd.DataFrame(rows).assign(success_fluent=[True] * 10 + [None] * 20)
+    grown = dose.summarize(pd.concat([mixed, pd.DataFrame(rows[10:20]).assign(condition="ships@2")]), None, None)
+    assert grown.set_index("condition").loc["ships@4", "asr_fluent"] == pytest.approx(0.2)
+    assert list(grown["condition"]) == ["none", "ships@2", "ships@4", "random-s0@4"]
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The new stages of the full run, at tiny sizes
 # ---------------------------------------------------------------------------------------------------------
@@ -277,6 +299,9 @@ def test_full_run_with_the_paper_experiments_on_tiny(tmp_path):
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     assert (out / "dose_rows.csv").read_text() == before
+    # ... and the first invocation's stage times stay on record under the resumed stage's "earlier".
+    again = json.loads((out / "run.json").read_text())["stages"]["dose_generate"]
+    assert again["earlier"] == [record["stages"]["dose_generate"]]
     # A grown grid computes only the new doses' KL; the earlier columns stay, and equal a fresh computation.
     kl_before = pd.read_csv(out / "dose_kl.csv")
     res = CliRunner().invoke(app, [*args[:-2], "1,2,3", "--no-progress"])
@@ -361,3 +386,23 @@ def test_no_llm_judge_leaves_out_its_verdicts_and_a_later_llm_run_judges_every_r
     assert with_llm["success_robust"].tolist() == [False, True, False]
     run.args.llm_judge = False  # and a run without it again shows no (partial) LLM verdicts
     assert "success_judged" not in judged(run, default_model, "t", rows.assign(prompt_id=[0, 0, 2]), cfg)
+
+
+def test_judge_stage_adds_rules_from_the_verdicts_on_file(tmp_path):
+    # A judge_agreement.json written before a rule existed gains that rule from judge_labels_judged.csv, with the
+    # same numbers a fresh judge stage gives, and without judging again (the earlier rules stay as recorded).
+    out = tmp_path / "run"
+    args = ["safety", "run", "--model", "tiny-llama", "--out", str(out), "--scan", "2", "--eval", "2",
+            "--harmless", "2", "--steps", "1", "--candidates", "2", "--stages", "judge", "--no-progress"]  # fmt: skip
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    path = out / "judge_agreement.json"
+    fresh = json.loads(path.read_text())
+    assert {"robust", "fluency", "asr_robust", "asr_fluent"} <= set(fresh["agreement"])
+    old = {**fresh, "agreement": {k: v for k, v in fresh["agreement"].items() if k != "asr_fluent"}}
+    path.write_text(json.dumps(old))
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    again = json.loads(path.read_text())
+    assert again["agreement"]["asr_fluent"] == pytest.approx(fresh["agreement"]["asr_fluent"])
+    assert again["agreement"].keys() == fresh["agreement"].keys()

@@ -126,7 +126,10 @@ def judged(
 
 
 def _rates(frame: pd.DataFrame) -> pd.DataFrame:
-    cols = [c for c in ("success_keyword", "success_robust", "success_judged", "degenerate") if c in frame]
+    frame = dose.with_fluent(frame)
+    cols = [
+        c for c in ("success_keyword", "success_robust", "success_fluent", "success_judged", "degenerate") if c in frame
+    ]
     out = frame.groupby("condition", sort=False)[cols].mean()
     out.columns = [c.replace("success_", "asr_") for c in cols]
     out.insert(0, "n", frame.groupby("condition", sort=False).size())
@@ -245,7 +248,7 @@ def dose_stage(
     dose.figure_png(summary, title, out / "dose_response.png")
     smallest = {
         col: dose.smallest_k(summary, ["ships", "dataset"], col)
-        for col in ("asr_judged", "asr_robust", "asr_keyword")
+        for col in ("asr_judged", "asr_fluent", "asr_robust", "asr_keyword")
         if col in summary
     }
     run.record["dose_smallest_k"] = smallest
@@ -260,7 +263,15 @@ def dose_stage(
 def judge_stage(run: Run, model: LoadedModel, cfg: AsrConfig) -> dict:
     path = run.out / "judge_agreement.json"
     if path.is_file():
-        return json.loads(path.read_text())
+        result = json.loads(path.read_text())
+        verdicts_path = run.out / "judge_labels_judged.csv"
+        if verdicts_path.is_file():  # rules added since (asr_fluent) are computed from the verdicts on file
+            on_file = pd.read_csv(verdicts_path, keep_default_na=False)
+            fresh = agreement(on_file, on_file)
+            if set(fresh) - set(result["agreement"]):
+                result["agreement"] = {**result["agreement"], **fresh}
+                path.write_text(json.dumps(result, indent=1))
+        return result
     start = time.perf_counter()
     labels = load_labels()
     verdicts = judge_rows(

@@ -118,12 +118,18 @@ class Run:
         return self.args.budget_s is not None and time.monotonic() - self.started > self.args.budget_s
 
     def done(self, stage: str, seconds: float, **facts: Any) -> None:
-        self.record["stages"][stage] = {
+        entry: dict[str, Any] = {
             "seconds": round(seconds, 1),
             "finished": utc_now(),
             "load_average": os.getloadavg(),
             **facts,
         }
+        # A resumed run records a stage again (often in seconds: its work was on file); the earlier invocations'
+        # times are measurements too, so they are kept, oldest first, rather than overwritten.
+        previous = self.record["stages"].get(stage)
+        if previous:
+            entry["earlier"] = [*previous.pop("earlier", []), previous]
+        self.record["stages"][stage] = entry
         (self.out / "run.json").write_text(json.dumps(self.record, indent=1, default=str))
         print(f"[{stage}] {seconds:.1f} s {facts}", flush=True)
 
