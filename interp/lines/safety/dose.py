@@ -190,6 +190,7 @@ def figure(summary: pd.DataFrame, title: str, asr: str | None = None):  # -> plo
     fig.update_xaxes(type="log", title_text="heads ablated together (k)")
     fig.update_yaxes(range=[0, 1], row=1, col=1)
     fig.update_yaxes(range=[0, 1], row=1, col=2)
+    fig.update_yaxes(type="log", row=1, col=3)  # a broken model's KL is 100x a working one's
     fig.update_layout(title=title, height=420, width=1250, legend=dict(orientation="h", y=-0.25))
     return fig
 
@@ -219,12 +220,16 @@ def figure_png(summary: pd.DataFrame, title: str, path: str | Path, asr: str | N
     if len(none):
         axes[0].axhline(float(none[asr].iloc[0]), color="k", ls=":", label="no ablation")
     titles = (f"ASR (solid: {asr[4:]}, dashed: keyword)", "harmless refusal rate", "harmless KL (nats)")
+    ks = sorted(int(k) for k in summary.loc[summary["order"] != "none", "k"].unique())
     for ax, name in zip(axes, titles, strict=True):
         ax.set_xscale("log")
+        ax.set_xticks(ks, [str(k) for k in ks])  # the grid's own doses, not 2x10^1
+        ax.minorticks_off()
         ax.set_xlabel("heads ablated together (k)")
         ax.set_title(name)
     axes[0].set_ylim(0, 1)
     axes[1].set_ylim(0, 1)
+    axes[2].set_yscale("log")  # a broken model's KL is 100x a working one's
     axes[0].legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
