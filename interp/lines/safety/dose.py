@@ -20,6 +20,7 @@ import pandas as pd
 from interp.core.errors import InterpError
 from interp.core.heads import Head
 from interp.core.results import HeadScores
+from interp.lines.safety.judge import with_fluent
 
 
 def ranked_heads(scores: HeadScores) -> list[Head]:
@@ -73,14 +74,6 @@ def wilson(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float,
     return (min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half)))
 
 
-def with_fluent(frame: pd.DataFrame) -> pd.DataFrame:
-    """`frame` with success_fluent = robust success and not degenerate, derived from its parts wherever both are
-    there: rows judged before that column existed carry the parts but not the column (a resumed run mixes both)."""
-    if not {"success_robust", "degenerate"} <= set(frame.columns):
-        return frame
-    return frame.assign(success_fluent=frame["success_robust"].astype(bool) & ~frame["degenerate"].astype(bool))
-
-
 def summarize(
     harmful: pd.DataFrame, harmless: pd.DataFrame | None, kl: Mapping[str, np.ndarray] | None
 ) -> pd.DataFrame:
@@ -119,7 +112,7 @@ def summarize(
         rows.append(row)
     out = pd.DataFrame(rows)
     # A grown grid appends its conditions at the end of the rows on file: list each order by k instead.
-    first_seen = {o: i for i, o in reversed(list(enumerate(out["order"])))}
+    first_seen = {o: i for i, o in enumerate(out["order"].unique())}
     return out.sort_values(
         ["order", "k"], key=lambda c: c.map(first_seen) if c.name == "order" else c, kind="stable"
     ).reset_index(drop=True)

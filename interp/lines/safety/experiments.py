@@ -31,7 +31,7 @@ from interp.lines.safety.asr import (
     read_rows,
     write_rows,
 )
-from interp.lines.safety.judge import agreement, judge_rows, load_labels
+from interp.lines.safety.judge import agreement, judge_rows, load_labels, with_fluent
 from interp.lines.safety.per_query import PerQueryConfig, agreement_rate, per_query_heads
 from interp.model.loaded import LoadedModel
 
@@ -126,7 +126,7 @@ def judged(
 
 
 def _rates(frame: pd.DataFrame) -> pd.DataFrame:
-    frame = dose.with_fluent(frame)
+    frame = with_fluent(frame)
     cols = [
         c for c in ("success_keyword", "success_robust", "success_fluent", "success_judged", "degenerate") if c in frame
     ]
