@@ -1,8 +1,12 @@
 """Shared-prefix reuse (issue 18), every method in one process on the same prompts.
 
 Part "compare": the naive loop (one full forward per head) vs today's fast exact sweep (shared_prefix=False)
-vs fast exact + shared prefix (shared_prefix=None = auto; sweep's default is False for now), per-query Ships (KL under
+vs fast exact + shared prefix (shared_prefix=None = auto, sweep's default), per-query Ships (KL under
 uniform-attention ablation), with the chat template and with the raw template.
+
+Part "cases": sweep's default (shared_prefix=None, auto) against the old path (False) on the calls a notebook
+makes on the default model (all heads, few prompts, every readout and several kinds): auto must never be the
+slower one, which is why it is the default.
 
 Part "ships": on a larger model (testbed-small), the all-head Ships sweep without and with the shared prefix,
 then a full 3-step Sahara (every head at every step; the group so far is cached, so each candidate's pass
@@ -11,6 +15,7 @@ sweep just timed is passed in as step 1 (as the full safety run does) and its ti
 
     nice -n 10 python benchmarks/shared_prefix.py --part compare --threads 1 \\
         --json docs/performance/shared_prefix_default_cpu.json
+    python benchmarks/shared_prefix.py --part cases --threads 1 --json docs/performance/shared_prefix_cases_cpu.json
     nice -n 10 python benchmarks/shared_prefix.py --part ships --model testbed-small --heads all --threads 1 \\
         --json docs/performance/shared_prefix_ships_testbed_small_cpu.json
 
@@ -107,7 +112,7 @@ def compare(args: argparse.Namespace, model: interp.LoadedModel, prompts: list[s
             runs["fast_exact"].append(timed(sweep, model, prompts, kl_per_prompt, shared_prefix=False, **opts))
             print(f"fast exact: {runs['fast_exact'][-1][1]}", flush=True)
             runs["fast_exact_shared_prefix"].append(
-                timed(sweep, model, prompts, kl_per_prompt, shared_prefix=None, **opts)  # auto (opt-in in sweep)
+                timed(sweep, model, prompts, kl_per_prompt, shared_prefix=None, **opts)  # auto (sweep's default)
             )
             print(f"fast exact + shared prefix: {runs['fast_exact_shared_prefix'][-1][1]}", flush=True)
         best = {name: min(r, key=lambda run: run[1]["cpu"]) for name, r in runs.items()}
@@ -150,6 +155,55 @@ def compare(args: argparse.Namespace, model: interp.LoadedModel, prompts: list[s
             vs_fast = f"{fst['cpu'] / t['cpu']:.2f} / {fst['wall'] / t['wall']:.2f}"
             print(f"{name:34s} {t['cpu']:8.1f} {t['wall']:8.1f} {vs_naive:>20s} {vs_fast:>19s}")
         print("max |diff|:", {k: f"{v:.2e}" for k, v in result["max_abs_diff"].items()}, flush=True)
+
+
+def _hidden_distance(base: torch.Tensor, intervened: torch.Tensor) -> torch.Tensor:
+    return (base - intervened).norm(dim=-1)  # [rows]
+
+
+def cases(args: argparse.Namespace, model: interp.LoadedModel, prompts: list[str], rec: Record) -> None:
+    """Auto (the default) vs off on notebook-sized calls; each pair runs back to back."""
+    every = list(model.heads())
+    spread = every[:: max(1, len(every) // 60)][:60]  # 60 heads over all layers
+    cases = [
+        ("short x8, zero, all heads (the quickstart's ablation-kl)", "short", 8, dict(kind="zero", heads=every)),
+        ("short x2, zero, all heads", "short", 2, dict(kind="zero", heads=every)),
+        ("advbench x4, mean, all heads", "advbench", 4, dict(kind="mean", heads=every)),
+        ("advbench x16, uniform, 60 heads", "advbench", 16, dict(kind="uniform", heads=spread)),
+        ("short x8, scale 2, hidden readout, 90 heads", "short", 8, dict(kind="scale", alpha=2.0, heads=every[:90])),
+        ("raw advbench x8, zero, all heads (nothing shared)", "advbench", 8, dict(kind="zero", heads=every)),
+    ]
+    out = []
+    for name, source, limit, kw in cases:
+        texts = interp.load_prompts(source, limit)
+        hidden = "hidden readout" in name
+        opts = dict(
+            readout="hidden" if hidden else "logits",
+            template="raw" if name.startswith("raw") else "auto",
+            batch_size=args.batch_size,
+            progress=False,
+            **kw,
+        )
+        score = _hidden_distance if hidden else kl_per_prompt
+        off, t_off = timed(sweep, model, texts, score, shared_prefix=False, **opts)
+        auto, t_auto = timed(sweep, model, texts, score, **opts)  # the default: auto
+        row = {
+            "case": name,
+            "off": t_off,
+            "auto": t_auto,
+            "ratio_off_over_auto": {c: t_off[c] / t_auto[c] for c in ("cpu", "wall")},
+            "shared_prefix_used": auto.shared_prefix,
+            "max_abs_diff": float(np.abs(off.scores - auto.scores).max()),
+            "max_score": float(np.abs(off.scores).max()),
+        }
+        out.append(row)
+        rec.put("cases", out)
+        print(
+            f"{name}: off {t_off['cpu']:.1f} s cpu / {t_off['wall']:.1f} s wall, auto {t_auto['cpu']:.1f} / "
+            f"{t_auto['wall']:.1f}; off/auto {row['ratio_off_over_auto']['cpu']:.2f}x cpu; prefix "
+            f"{auto.shared_prefix}; max diff {row['max_abs_diff']:.1e} (scores up to {row['max_score']:.3g})",
+            flush=True,
+        )
 
 
 def ships(args: argparse.Namespace, model: interp.LoadedModel, prompts: list[str], rec: Record) -> None:
@@ -207,7 +261,7 @@ def ships(args: argparse.Namespace, model: interp.LoadedModel, prompts: list[str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=["compare", "ships"], default="compare")
+    parser.add_argument("--part", choices=["compare", "cases", "ships"], default="compare")
     parser.add_argument("--model", default="default")
     parser.add_argument("--dtype", default=None)
     parser.add_argument("--prompts", default="advbench")
@@ -242,7 +296,7 @@ def main() -> None:
         part=args.part,
     )
     start = time.perf_counter()
-    (compare if args.part == "compare" else ships)(args, model, prompts, rec)
+    {"compare": compare, "cases": cases, "ships": ships}[args.part](args, model, prompts, rec)
     rec.put("total_wall_seconds", time.perf_counter() - start)
     rec.put("load_average_at_end", os.getloadavg())
 

@@ -250,7 +250,7 @@ def sweep(
     batch_size: int = 32,
     resample_seed: int = 0,
     reuse_prefix: bool = True,
-    shared_prefix: bool | None = False,
+    shared_prefix: bool | None = None,
     prompt_chunk: int | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     checkpoint_every: float = 60.0,
