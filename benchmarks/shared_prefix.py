@@ -165,7 +165,7 @@ def cases(args: argparse.Namespace, model: interp.LoadedModel, prompts: list[str
     """Auto (the default) vs off on notebook-sized calls; each pair runs back to back."""
     every = list(model.heads())
     spread = every[:: max(1, len(every) // 60)][:60]  # 60 heads over all layers
-    cases = [
+    calls = [
         ("short x8, zero, all heads (the quickstart's ablation-kl)", "short", 8, dict(kind="zero", heads=every)),
         ("short x2, zero, all heads", "short", 2, dict(kind="zero", heads=every)),
         ("advbench x4, mean, all heads", "advbench", 4, dict(kind="mean", heads=every)),
@@ -174,7 +174,7 @@ def cases(args: argparse.Namespace, model: interp.LoadedModel, prompts: list[str
         ("raw advbench x8, zero, all heads (nothing shared)", "advbench", 8, dict(kind="zero", heads=every)),
     ]
     out = []
-    for name, source, limit, kw in cases:
+    for name, source, limit, kw in calls:
         texts = interp.load_prompts(source, limit)
         hidden = "hidden readout" in name
         opts = dict(
