@@ -165,26 +165,36 @@ def cases(args: argparse.Namespace, model: interp.LoadedModel, prompts: list[str
     """Auto (the default) vs off on notebook-sized calls; each pair runs back to back."""
     every = list(model.heads())
     spread = every[:: max(1, len(every) // 60)][:60]  # 60 heads over all layers
+    # (name, prompt set, how many, sweep options); each option set says its own readout and template.
+    logits, hidden = dict(readout="logits", template="auto"), dict(readout="hidden", template="auto")
     calls = [
-        ("short x8, zero, all heads (the quickstart's ablation-kl)", "short", 8, dict(kind="zero", heads=every)),
-        ("short x2, zero, all heads", "short", 2, dict(kind="zero", heads=every)),
-        ("advbench x4, mean, all heads", "advbench", 4, dict(kind="mean", heads=every)),
-        ("advbench x16, uniform, 60 heads", "advbench", 16, dict(kind="uniform", heads=spread)),
-        ("short x8, scale 2, hidden readout, 90 heads", "short", 8, dict(kind="scale", alpha=2.0, heads=every[:90])),
-        ("raw advbench x8, zero, all heads (nothing shared)", "advbench", 8, dict(kind="zero", heads=every)),
+        (
+            "short x8, zero, all heads (the quickstart's ablation-kl)",
+            "short",
+            8,
+            dict(logits, kind="zero", heads=every),
+        ),
+        ("short x2, zero, all heads", "short", 2, dict(logits, kind="zero", heads=every)),
+        ("advbench x4, mean, all heads", "advbench", 4, dict(logits, kind="mean", heads=every)),
+        ("advbench x16, uniform, 60 heads", "advbench", 16, dict(logits, kind="uniform", heads=spread)),
+        (
+            "short x8, scale 2, hidden readout, 90 heads",
+            "short",
+            8,
+            dict(hidden, kind="scale", alpha=2.0, heads=every[:90]),
+        ),
+        (
+            "raw advbench x8, zero, all heads (nothing shared)",
+            "advbench",
+            8,
+            dict(logits, template="raw", kind="zero", heads=every),
+        ),
     ]
     out = []
     for name, source, limit, kw in calls:
         texts = interp.load_prompts(source, limit)
-        hidden = "hidden readout" in name
-        opts = dict(
-            readout="hidden" if hidden else "logits",
-            template="raw" if name.startswith("raw") else "auto",
-            batch_size=args.batch_size,
-            progress=False,
-            **kw,
-        )
-        score = _hidden_distance if hidden else kl_per_prompt
+        opts = dict(batch_size=args.batch_size, progress=False, **kw)
+        score = _hidden_distance if kw["readout"] == "hidden" else kl_per_prompt
         off, t_off = timed(sweep, model, texts, score, shared_prefix=False, **opts)
         auto, t_auto = timed(sweep, model, texts, score, **opts)  # the default: auto
         row = {
